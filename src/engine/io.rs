@@ -1,0 +1,289 @@
+//! The data path: open handles, read, write, fallocate, lseek, copy.
+//!
+//! A read or write touches the handle table (one shard read lock) and one
+//! node lock; nothing filesystem-wide.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::node::{Content, Node, NodeState};
+use super::quota::Reservation;
+use super::stats::{bump, drop_one};
+use super::types::{Caller, Fallocate, Fh, Ino, OpenFlags, Timestamp, WriteOptions};
+use super::{Engine, FsError, Result, StoragePolicy};
+use crate::storage::{CHUNK_SIZE, FileData, MAX_FILE_SIZE, Seek, Shape};
+
+impl Engine {
+    /// Opens the regular file `ino`.
+    pub fn open(&self, ino: Ino, flags: OpenFlags, caller: &Caller) -> Result<Fh> {
+        let node = self.node(ino)?;
+        self.open_node(&node, flags, caller)
+    }
+
+    pub(super) fn open_node(&self, node: &Arc<Node>, flags: OpenFlags, caller: &Caller) -> Result<Fh> {
+        let mut st = node.state.write();
+        if st.freed {
+            return Err(FsError::NotFound);
+        }
+        match &mut st.content {
+            Content::Dir(_) => return Err(FsError::IsDir),
+            Content::Symlink(_) => return Err(FsError::InvalidArgument),
+            Content::Special => {}
+            Content::File(f) => {
+                if flags.truncate && flags.write && !f.is_empty() {
+                    let before = f.charge();
+                    f.truncate(0);
+                    self.quota.release(before - f.charge());
+                    st.touch_modified(Timestamp::now());
+                    if caller.uid != 0 {
+                        st.kill_suidgid();
+                    }
+                }
+            }
+        }
+        node.opens.fetch_add(1, Ordering::AcqRel);
+        drop(st);
+        Ok(self.handles.open(node.clone(), flags))
+    }
+
+    /// Opens the directory `ino` for listing.
+    pub fn opendir(&self, ino: Ino) -> Result<Fh> {
+        let node = self.dir_node(ino)?;
+        let st = node.state.read();
+        if st.freed {
+            return Err(FsError::NotFound);
+        }
+        node.opens.fetch_add(1, Ordering::AcqRel);
+        drop(st);
+        Ok(self.handles.open(node, OpenFlags { read: true, ..OpenFlags::default() }))
+    }
+
+    fn handle_node(&self, fh: Fh) -> Result<Arc<Node>> {
+        self.handles.get(fh).map(|h| h.node).ok_or(FsError::BadHandle)
+    }
+
+    /// Closes a file handle. The last close of a written file gives back the
+    /// capacity it held for further appends.
+    pub fn release(&self, fh: Fh) -> Result<()> {
+        let handle = self.handles.close(fh).ok_or(FsError::BadHandle)?;
+        let node = handle.node;
+        if handle.flags.write {
+            let mut st = node.state.write();
+            if let Content::File(f) = &mut st.content {
+                let before = f.charge();
+                f.compact();
+                let after = f.charge();
+                self.quota.release(before - after);
+            }
+        }
+        node.opens.fetch_sub(1, Ordering::AcqRel);
+        self.maybe_free(&node);
+        Ok(())
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: Fh) -> Result<()> {
+        let handle = self.handles.close(fh).ok_or(FsError::BadHandle)?;
+        handle.node.opens.fetch_sub(1, Ordering::AcqRel);
+        self.maybe_free(&handle.node);
+        Ok(())
+    }
+
+    /// Nothing to flush: data lives only here. Validates the handle.
+    pub fn flush(&self, fh: Fh) -> Result<()> {
+        self.handle_node(fh).map(drop)
+    }
+
+    /// Nothing to sync: data lives only here. Validates the handle.
+    pub fn fsync(&self, fh: Fh) -> Result<()> {
+        self.handle_node(fh).map(drop)
+    }
+
+    /// Up to `size` bytes at `off`; short at end of file. A read inside one
+    /// stored extent is returned without copying.
+    pub fn read(&self, fh: Fh, off: u64, size: u32) -> Result<Bytes> {
+        let node = self.handle_node(fh)?;
+        let st = node.state.read();
+        let data = match &st.content {
+            Content::File(f) => f.read(off, u64::from(size)),
+            Content::Dir(_) => return Err(FsError::IsDir),
+            _ => return Err(FsError::InvalidArgument),
+        };
+        // relatime: the access time moves only if it is older than the last
+        // change or more than a day old.
+        let m = &st.meta;
+        let now = Timestamp::now();
+        let stale = m.atime <= m.mtime || m.atime <= m.ctime || now.secs - m.atime.secs >= 86_400;
+        drop(st);
+        if stale {
+            node.state.write().meta.atime = now;
+        }
+        Ok(data)
+    }
+
+    /// Whether a change at `off` to `file` should promote it first.
+    fn wants_promotion(&self, file: &FileData, off: u64) -> bool {
+        self.cfg.storage == StoragePolicy::Auto
+            && file.shape() == Shape::Sequential
+            && off != file.len()
+            && file.len() <= self.cfg.promotion_limit
+    }
+
+    /// Reserves quota for a change that may promote the file. If the
+    /// promotion does not fit, the change goes ahead on the sequential shape
+    /// (which always works) and the skipped promotion is counted.
+    fn reserve_change(
+        &self,
+        file: &FileData,
+        off: u64,
+        op: &str,
+        ino: Ino,
+        cost: impl Fn(&FileData, bool) -> u64,
+    ) -> Result<(Reservation<'_>, bool)> {
+        if self.wants_promotion(file, off) {
+            match self.reserve_quiet(cost(file, true)) {
+                Ok(r) => return Ok((r, true)),
+                Err(cause) => {
+                    bump(&self.counters.promotions_refused);
+                    log::info!("inode {} stays sequential: promotion refused ({cause})", ino.0);
+                }
+            }
+        }
+        Ok((self.reserve(cost(file, false), op, ino)?, false))
+    }
+
+    fn count_promotion(&self) {
+        bump(&self.counters.promotions);
+        drop_one(&self.counters.files_sequential);
+        bump(&self.counters.files_random_access);
+    }
+
+    /// Writes `data` at `off`. Either the whole write happens or, refused,
+    /// nothing changes.
+    pub fn write(&self, fh: Fh, off: u64, data: &[u8], opts: WriteOptions) -> Result<u32> {
+        let node = self.handle_node(fh)?;
+        let len = data.len() as u64;
+        off.checked_add(len).filter(|&end| end <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
+        let len32 = u32::try_from(data.len()).map_err(|_| FsError::InvalidArgument)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut st = node.state.write();
+        let result = self.write_locked(&mut st, node.ino, off, data, opts);
+        if result.is_err() && opts.from_page_cache {
+            self.late_refusal();
+        }
+        result.map(|()| len32)
+    }
+
+    fn write_locked(&self, st: &mut NodeState, ino: Ino, off: u64, data: &[u8], opts: WriteOptions) -> Result<()> {
+        let len = data.len() as u64;
+        let file = st.file_mut()?;
+        let (bytes, promote) = self.reserve_change(file, off, "write", ino, |f, p| f.write_cost(off, len, p))?;
+        let before = file.charge();
+        file.write(off, data, promote);
+        bytes.settle(before, file.charge());
+        if promote {
+            self.count_promotion();
+        }
+        st.touch_modified(Timestamp::now());
+        if opts.kill_suidgid {
+            st.kill_suidgid();
+        }
+        if !st.xattrs.is_empty() {
+            let freed = st.xattrs.kill_capability();
+            st.charge -= freed;
+            self.quota.release(freed);
+        }
+        Ok(())
+    }
+
+    /// Allocates, punches or zeroes `[off, off + len)`.
+    pub fn fallocate(&self, fh: Fh, off: u64, len: u64, mode: Fallocate) -> Result<()> {
+        if len == 0 {
+            return Err(FsError::InvalidArgument);
+        }
+        off.checked_add(len).filter(|&end| end <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
+        let node = self.handle_node(fh)?;
+        let mut st = node.state.write();
+        let file = st.file_mut()?;
+        let size_before = file.len();
+        let before = file.charge();
+        match mode {
+            Fallocate::Allocate { keep_size } => {
+                let bytes = self.reserve(file.allocate_cost(off, len), "fallocate", node.ino)?;
+                file.allocate(off, len, keep_size);
+                bytes.settle(before, file.charge());
+            }
+            Fallocate::ZeroRange { keep_size } => {
+                let bytes = self.reserve(file.allocate_cost(off, len), "fallocate", node.ino)?;
+                file.zero_range(off, len, keep_size);
+                bytes.settle(before, file.charge());
+            }
+            Fallocate::PunchHole => {
+                let (bytes, promote) =
+                    self.reserve_change(file, off, "punch hole", node.ino, |f, p| f.punch_cost(off, len, p))?;
+                file.punch(off, len, promote);
+                bytes.settle(before, file.charge());
+                if promote {
+                    self.count_promotion();
+                }
+            }
+        }
+        let grew = file.len() != size_before;
+        if grew || !matches!(mode, Fallocate::Allocate { .. }) {
+            st.touch_modified(Timestamp::now());
+        }
+        Ok(())
+    }
+
+    /// `SEEK_DATA` or `SEEK_HOLE` from `off`.
+    pub fn lseek(&self, fh: Fh, off: u64, whence: Seek) -> Result<u64> {
+        let node = self.handle_node(fh)?;
+        let st = node.state.read();
+        match &st.content {
+            Content::File(f) => f.seek(off, whence).ok_or(FsError::NoSuchOffset),
+            Content::Dir(_) => Err(FsError::IsDir),
+            _ => Err(FsError::InvalidArgument),
+        }
+    }
+
+    /// Copies up to `len` bytes from one open file to another, a grid cell at
+    /// a time. Returns the bytes copied: short at the source's end of file,
+    /// or when the quota runs out after some bytes were copied.
+    pub fn copy_file_range(&self, fh_in: Fh, off_in: u64, fh_out: Fh, off_out: u64, len: u64) -> Result<u64> {
+        let src = self.handle_node(fh_in)?;
+        let dst = self.handle_node(fh_out)?;
+        off_out.checked_add(len.min(MAX_FILE_SIZE)).filter(|&e| e <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
+        if Arc::ptr_eq(&src, &dst) && off_in < off_out.saturating_add(len) && off_out < off_in.saturating_add(len) {
+            return Err(FsError::InvalidArgument);
+        }
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(CHUNK_SIZE) as u32;
+            let piece = {
+                let st = src.state.read();
+                match &st.content {
+                    Content::File(f) => f.read(off_in + done, u64::from(want)),
+                    Content::Dir(_) => return Err(FsError::IsDir),
+                    _ => return Err(FsError::InvalidArgument),
+                }
+            };
+            if piece.is_empty() {
+                break;
+            }
+            let written = {
+                let mut st = dst.state.write();
+                self.write_locked(&mut st, dst.ino, off_out + done, &piece, WriteOptions::default())
+            };
+            match written {
+                Ok(()) => done += piece.len() as u64,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+}

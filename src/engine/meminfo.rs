@@ -1,0 +1,60 @@
+//! Where the memory guard's readings come from.
+
+use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::sync::Mutex;
+
+/// Available memory as one reading sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryReading {
+    /// Bytes that can still be allocated before the host or the process's
+    /// cgroup runs out.
+    pub available: u64,
+    /// Which limit bound the reading: `"host"` or `"cgroup"`.
+    pub source: &'static str,
+    /// The cgroup memory limit, if the process is confined.
+    pub cgroup_limit: Option<u64>,
+}
+
+/// A source of available-memory readings. Production uses [`SystemProbe`];
+/// tests plug in their own to drive the guard to any value.
+pub trait MemoryProbe: Send + Sync {
+    /// A fresh reading, or `None` if memory cannot be read.
+    fn read(&self) -> Option<MemoryReading>;
+}
+
+/// Reads the host's `MemAvailable` and the memory limit and usage of this
+/// process's cgroup (v1 or v2, with the limits of its ancestors) through sysinfo.
+pub struct SystemProbe {
+    sys: Mutex<System>,
+    pid: Option<Pid>,
+}
+
+impl SystemProbe {
+    /// A probe for the current process.
+    pub fn new() -> Option<SystemProbe> {
+        let sys = System::new().ok()?;
+        Some(SystemProbe { sys: Mutex::new(sys), pid: sysinfo::get_current_pid().ok() })
+    }
+}
+
+impl MemoryProbe for SystemProbe {
+    fn read(&self) -> Option<MemoryReading> {
+        let mut sys = self.sys.lock();
+        sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        let host = sys.available_memory();
+        let cgroup = self.pid.and_then(|pid| {
+            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, ProcessRefreshKind::nothing());
+            sys.process(pid).and_then(|p| p.cgroup_limits())
+        });
+        if host == 0 && cgroup.is_none() {
+            return None;
+        }
+        Some(match cgroup {
+            Some(cg) if cg.free_memory < host => {
+                MemoryReading { available: cg.free_memory, source: "cgroup", cgroup_limit: Some(cg.total_memory) }
+            }
+            cg => MemoryReading { available: host, source: "host", cgroup_limit: cg.map(|c| c.total_memory) },
+        })
+    }
+}

@@ -1,0 +1,375 @@
+//! The engine: an in-memory node tree whose every allocation is gated by
+//! the hard quota, the node limit and the memory guard. It knows nothing of
+//! FUSE: its API is inode-based and returns values; the adapter replies.
+//!
+//! Every mutating operation follows one order: resolve the nodes, lock them,
+//! validate, ask storage what the change costs, reserve that (guard, then
+//! quota), apply the change (which cannot fail), then settle the
+//! reservation. A refused operation therefore changes nothing.
+//!
+//! Lock hierarchy (see `docs/locking.md`): rename lock -> directory node
+//! locks (ancestor first; otherwise ascending ino) -> other node locks
+//! (ascending ino) -> table and handle shard locks -> quota/stats atomics.
+
+mod config;
+mod dir;
+mod error;
+mod guard;
+mod handles;
+mod io;
+mod meminfo;
+mod namespace;
+mod node;
+pub mod path;
+mod quota;
+mod stats;
+mod table;
+mod types;
+mod xattr;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub use config::{EngineConfig, GuardAction, GuardConfig, GuardMode, StoragePolicy};
+pub use error::{FsError, NoSpaceCause, Result};
+pub use meminfo::{MemoryProbe, MemoryReading, SystemProbe};
+pub use node::{DENTRY_COST, NODE_COST};
+pub use stats::{Refusals, Stats};
+pub use types::{
+    Attr, Caller, DirEntry, Fallocate, Fh, FileKind, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StatFs, Timestamp,
+    WriteOptions, XattrSet,
+};
+pub use xattr::{XATTR_COST, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
+
+use guard::{MemoryGuard, Verdict};
+use handles::Handles;
+use node::{Content, Meta, Node, NodeState};
+use quota::{Quota, Reservation};
+use stats::{Counters, bump, drop_one};
+use table::NodeTable;
+
+use crate::storage::{FileData, MAX_FILE_SIZE, Shape};
+use crate::sync::Mutex;
+
+/// An in-memory filesystem. `Send + Sync`: share it with an `Arc`.
+pub struct Engine {
+    cfg: EngineConfig,
+    table: NodeTable,
+    handles: Handles,
+    quota: Quota,
+    guard: MemoryGuard,
+    counters: Counters,
+    /// Held by every rename, so the ancestry checks that keep a directory
+    /// from moving into its own subtree see a tree that cannot change.
+    rename_lock: Mutex<()>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+};
+
+/// A memory probe for hosts where sysinfo cannot read memory: never limits.
+struct NoProbe;
+
+impl MemoryProbe for NoProbe {
+    fn read(&self) -> Option<MemoryReading> {
+        None
+    }
+}
+
+impl Engine {
+    /// An engine reading memory through [`SystemProbe`].
+    ///
+    /// Fails with `NoSpace(MemoryGuard)` if the guard is on with action
+    /// `Deny` and the quota exceeds available memory, or with
+    /// `NoSpace(Quota)` if the quota cannot hold the root directory.
+    pub fn new(cfg: EngineConfig) -> Result<Engine> {
+        let probe: Box<dyn MemoryProbe> = match SystemProbe::new() {
+            Some(p) => Box::new(p),
+            None => Box::new(NoProbe),
+        };
+        Engine::with_probe(cfg, probe)
+    }
+
+    /// An engine whose memory guard reads `probe`.
+    pub fn with_probe(cfg: EngineConfig, probe: Box<dyn MemoryProbe>) -> Result<Engine> {
+        let engine = Engine {
+            cfg,
+            table: NodeTable::new(),
+            handles: Handles::new(),
+            quota: Quota::new(cfg.max_bytes, cfg.max_nodes),
+            guard: MemoryGuard::new(cfg.guard, probe),
+            counters: Counters::default(),
+            rename_lock: Mutex::new(()),
+        };
+        match engine.guard.check_quota(cfg.max_bytes).0 {
+            Verdict::Deny(cause) => return Err(FsError::NoSpace(cause)),
+            Verdict::Warned => bump(&engine.counters.guard_warnings),
+            Verdict::Allow => {}
+        }
+        engine.make_root()?;
+        Ok(engine)
+    }
+
+    fn make_root(&self) -> Result<()> {
+        let nodes = self.quota.reserve_node()?;
+        let bytes = self.quota.reserve(NODE_COST)?;
+        let ino = self.table.alloc_ino();
+        debug_assert_eq!(ino, Ino::ROOT);
+        let now = Timestamp::now();
+        let meta = Meta {
+            perm: (self.cfg.root_mode & 0o7777) as u16,
+            uid: self.cfg.root_uid,
+            gid: self.cfg.root_gid,
+            nlink: 2,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+        };
+        let state = NodeState {
+            meta,
+            content: Content::Dir(dir::Dir::default()),
+            xattrs: xattr::Xattrs::default(),
+            charge: NODE_COST,
+            freed: false,
+        };
+        self.table.insert(Arc::new(Node::new(ino, FileKind::Directory, ino, state)));
+        bump(&self.counters.directories);
+        nodes.keep();
+        bytes.keep();
+        Ok(())
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn node(&self, ino: Ino) -> Result<Arc<Node>> {
+        self.table.get(ino).ok_or(FsError::NotFound)
+    }
+
+    /// Logs and counts a refusal, and turns it into an error.
+    fn refused(&self, cause: NoSpaceCause, op: &str, ino: Ino) -> FsError {
+        self.counters.refusal(&cause);
+        log::warn!("refused {op} on inode {}: {cause}", ino.0);
+        FsError::NoSpace(cause)
+    }
+
+    /// Reserves `bytes` for `op` on `ino`: memory guard first, then quota.
+    fn reserve(&self, bytes: u64, op: &str, ino: Ino) -> Result<Reservation<'_>> {
+        self.reserve_quiet(bytes).map_err(|cause| self.refused(cause, op, ino))
+    }
+
+    /// Like `reserve`, without logging or counting a refusal.
+    fn reserve_quiet(&self, bytes: u64) -> std::result::Result<Reservation<'_>, NoSpaceCause> {
+        match self.guard.check(bytes, self.quota.used()) {
+            Verdict::Deny(cause) => return Err(cause),
+            Verdict::Warned => bump(&self.counters.guard_warnings),
+            Verdict::Allow => {}
+        }
+        self.quota.reserve(bytes)
+    }
+
+    /// The shape a new regular file starts with.
+    fn initial_shape(&self) -> Shape {
+        match self.cfg.storage {
+            StoragePolicy::RandomAccess => Shape::RandomAccess,
+            StoragePolicy::Auto | StoragePolicy::Sequential => Shape::Sequential,
+        }
+    }
+
+    /// Releases a node that nothing references any more: no link, no kernel
+    /// lookup, no open handle. Safe to call at any time from any thread.
+    fn maybe_free(&self, node: &Arc<Node>) {
+        if node.referenced() {
+            return;
+        }
+        let mut st = node.state.write();
+        if st.freed || st.meta.nlink != 0 || node.referenced() || node.ino == Ino::ROOT {
+            return;
+        }
+        st.freed = true;
+        let charge = st.total_charge();
+        let content = std::mem::replace(&mut st.content, Content::Special);
+        drop(st);
+        self.table.remove(node.ino);
+        match &content {
+            Content::File(f) => drop_one(self.counters.shape(f.shape())),
+            Content::Dir(_) => drop_one(&self.counters.directories),
+            Content::Symlink(_) => drop_one(&self.counters.symlinks),
+            Content::Special => drop_one(&self.counters.specials),
+        }
+        drop(content);
+        self.quota.release(charge);
+        self.quota.release_node();
+    }
+
+    /// The kernel drops `n` lookup references to `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let Some(node) = self.table.get(ino) else { return };
+        let prev = node.lookups.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| Some(l.saturating_sub(n)));
+        debug_assert!(prev.is_ok_and(|p| p >= n), "forget of {n} with fewer lookups on inode {}", ino.0);
+        self.maybe_free(&node);
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let st = node.state.read();
+        Ok(st.attr(ino, node.kind))
+    }
+
+    /// Changes attributes of `ino`, applying the POSIX rules for times and
+    /// the Linux rules for clearing set-uid/set-gid on truncate and chown.
+    pub fn setattr(&self, ino: Ino, set: &SetAttr, caller: &Caller) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let mut st = node.state.write();
+        if st.freed {
+            return Err(FsError::NotFound);
+        }
+        let now = Timestamp::now();
+        if let Some(size) = set.size {
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooLarge);
+            }
+            let before = st.total_charge();
+            match &mut st.content {
+                Content::File(f) => f.truncate(size),
+                Content::Dir(_) => return Err(FsError::IsDir),
+                _ => return Err(FsError::InvalidArgument),
+            }
+            self.quota.release(before - st.total_charge());
+            st.touch_modified(now);
+            if caller.uid != 0 {
+                st.kill_suidgid();
+            }
+            let freed = st.xattrs.kill_capability();
+            st.charge -= freed;
+            self.quota.release(freed);
+        }
+        if let Some(mode) = set.mode {
+            st.meta.perm = (mode & 0o7777) as u16;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            st.meta.uid = set.uid.unwrap_or(st.meta.uid);
+            st.meta.gid = set.gid.unwrap_or(st.meta.gid);
+            if !node.is_dir() {
+                st.kill_suidgid();
+                let freed = st.xattrs.kill_capability();
+                st.charge -= freed;
+                self.quota.release(freed);
+            }
+        }
+        let resolve = |t: SetTime| match t {
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        };
+        if let Some(t) = set.atime {
+            st.meta.atime = resolve(t);
+        }
+        if let Some(t) = set.mtime {
+            st.meta.mtime = resolve(t);
+        }
+        st.meta.ctime = set.ctime.unwrap_or(now);
+        Ok(st.attr(ino, node.kind))
+    }
+
+    /// Filesystem totals: the quota as blocks, the node limit as inodes.
+    pub fn statfs(&self) -> StatFs {
+        const BSIZE: u64 = 4096;
+        let max = self.quota.max_bytes();
+        let free = max.saturating_sub(self.quota.used());
+        let nodes = self.quota.nodes();
+        let files = match self.quota.max_nodes() {
+            Some(limit) => limit,
+            None => nodes.saturating_add(free / (NODE_COST + DENTRY_COST)),
+        };
+        StatFs {
+            bsize: BSIZE as u32,
+            blocks: max / BSIZE,
+            bfree: free / BSIZE,
+            bavail: free / BSIZE,
+            files,
+            ffree: files.saturating_sub(nodes),
+            namelen: 255,
+        }
+    }
+
+    /// The engine's figures; cheap (a few atomic loads).
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot(&self.quota, self.guard.last_available())
+    }
+
+    /// The memory guard's settings.
+    pub fn guard_config(&self) -> GuardConfig {
+        self.guard.config()
+    }
+
+    /// The `n` largest regular files: `(inode, size, bytes charged, shape)`.
+    /// Walks the whole node table.
+    pub fn largest_files(&self, n: usize) -> Vec<(Ino, u64, u64, Shape)> {
+        let mut files: Vec<_> = self
+            .table
+            .all()
+            .into_iter()
+            .filter_map(|node| {
+                let st = node.state.read();
+                st.file().map(|f| (node.ino, f.len(), f.charge(), f.shape()))
+            })
+            .collect();
+        files.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        files.truncate(n);
+        files
+    }
+
+    /// Checks the accounting invariants: the quota's `used` equals the sum
+    /// of every node's charges, the node count equals the table's size, and
+    /// every file's storage is self-consistent. For tests; takes every lock
+    /// in turn, so concurrent changes can make it report a false mismatch.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let nodes = self.table.all();
+        let mut charged = 0;
+        for node in &nodes {
+            let st = node.state.read();
+            charged += st.total_charge();
+            if let Some(f) = st.file() {
+                f.check_invariants().map_err(|e| format!("inode {}: {e}", node.ino.0))?;
+            }
+        }
+        let used = self.quota.used();
+        if used != charged {
+            return Err(format!("quota used {used} != sum of charges {charged}"));
+        }
+        if used > self.quota.max_bytes() {
+            return Err(format!("quota used {used} > max {}", self.quota.max_bytes()));
+        }
+        if self.quota.nodes() != nodes.len() as u64 {
+            return Err(format!("node count {} != table size {}", self.quota.nodes(), nodes.len()));
+        }
+        Ok(())
+    }
+
+    /// Open handles (for tests and stats).
+    pub fn open_handles(&self) -> usize {
+        self.handles.count()
+    }
+
+    /// Records a refusal of page-cache writeback that no caller saw.
+    fn late_refusal(&self) {
+        bump(&self.counters.late_refusals);
+    }
+}
+
+impl NodeState {
+    fn file_mut(&mut self) -> Result<&mut FileData> {
+        match &mut self.content {
+            Content::File(f) => Ok(f),
+            Content::Dir(_) => Err(FsError::IsDir),
+            _ => Err(FsError::InvalidArgument),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! A node: immutable identity plus one lock over everything mutable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::dir::Dir;
+use super::types::{Attr, FileKind, Ino, Timestamp};
+use super::xattr::Xattrs;
+use crate::storage::FileData;
+use crate::sync::RwLock;
+
+/// Quota bytes charged for every node: the `Node` itself, its `Arc` and its
+/// slot in the node table.
+pub const NODE_COST: u64 = 256;
+/// Quota bytes charged for every directory entry, on top of its name.
+pub const DENTRY_COST: u64 = 128;
+/// `st_size` of a directory per entry, as tmpfs reports it.
+const BOGO_DIRENT_SIZE: u64 = 20;
+/// `st_blksize`.
+pub(crate) const BLKSIZE: u32 = 4096;
+
+pub(crate) struct Node {
+    pub(crate) ino: Ino,
+    pub(crate) kind: FileKind,
+    /// Attributes, contents and xattrs. Lock order: directories before their
+    /// descendants (ties broken by ascending ino, under the rename lock);
+    /// directories before non-directories; non-directories by ascending ino.
+    pub(crate) state: RwLock<NodeState>,
+    /// Lookup references held by the kernel. Incremented only while the
+    /// parent directory's lock is held (so never after the last link is
+    /// gone), decremented by `forget` without a lock.
+    pub(crate) lookups: AtomicU64,
+    /// Open handles. Incremented only by callers that hold a lookup reference
+    /// or an open handle.
+    pub(crate) opens: AtomicU64,
+    /// Parent directory, for directories (`..`). Changed only by rename,
+    /// under the rename lock, so ancestry walks under that lock are stable.
+    pub(crate) parent: AtomicU64,
+}
+
+/// Ownership, mode, link count and times.
+#[derive(Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) perm: u16,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) nlink: u32,
+    pub(crate) rdev: u32,
+    pub(crate) atime: Timestamp,
+    pub(crate) mtime: Timestamp,
+    pub(crate) ctime: Timestamp,
+    pub(crate) crtime: Timestamp,
+}
+
+pub(crate) enum Content {
+    File(FileData),
+    Dir(Dir),
+    Symlink(Box<[u8]>),
+    Special,
+}
+
+pub(crate) struct NodeState {
+    pub(crate) meta: Meta,
+    pub(crate) content: Content,
+    pub(crate) xattrs: Xattrs,
+    /// Quota bytes charged to this node apart from file data: `NODE_COST`,
+    /// a directory's entries, a link target, xattrs.
+    pub(crate) charge: u64,
+    /// Set once the node has been released; no operation may touch it after.
+    pub(crate) freed: bool,
+}
+
+impl Node {
+    pub(crate) fn new(ino: Ino, kind: FileKind, parent: Ino, state: NodeState) -> Node {
+        Node {
+            ino,
+            kind,
+            state: RwLock::new(state),
+            lookups: AtomicU64::new(0),
+            opens: AtomicU64::new(0),
+            parent: AtomicU64::new(parent.0),
+        }
+    }
+
+    pub(crate) fn parent(&self) -> Ino {
+        Ino(self.parent.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn is_dir(&self) -> bool {
+        self.kind == FileKind::Directory
+    }
+
+    /// Whether anything still references the node besides its links.
+    pub(crate) fn referenced(&self) -> bool {
+        self.lookups.load(Ordering::Acquire) != 0 || self.opens.load(Ordering::Acquire) != 0
+    }
+}
+
+impl NodeState {
+    /// Every quota byte this node accounts for.
+    pub(crate) fn total_charge(&self) -> u64 {
+        self.charge + self.file().map_or(0, FileData::charge)
+    }
+
+    pub(crate) fn file(&self) -> Option<&FileData> {
+        match &self.content {
+            Content::File(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn dir(&self) -> Option<&Dir> {
+        match &self.content {
+            Content::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn dir_mut(&mut self) -> Option<&mut Dir> {
+        match &mut self.content {
+            Content::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn attr(&self, ino: Ino, kind: FileKind) -> Attr {
+        let m = &self.meta;
+        let (size, stored, shape) = match &self.content {
+            Content::File(f) => (f.len(), f.stored(), Some(f.shape())),
+            Content::Dir(d) => ((d.len() as u64 + 2) * BOGO_DIRENT_SIZE, 0, None),
+            Content::Symlink(t) => (t.len() as u64, 0, None),
+            Content::Special => (0, 0, None),
+        };
+        Attr {
+            ino,
+            kind,
+            perm: m.perm,
+            nlink: m.nlink,
+            uid: m.uid,
+            gid: m.gid,
+            rdev: m.rdev,
+            size,
+            blocks: stored.div_ceil(512),
+            blksize: BLKSIZE,
+            atime: m.atime,
+            mtime: m.mtime,
+            ctime: m.ctime,
+            crtime: m.crtime,
+            shape,
+        }
+    }
+
+    /// Data changed: modification and change time.
+    pub(crate) fn touch_modified(&mut self, now: Timestamp) {
+        self.meta.mtime = now;
+        self.meta.ctime = now;
+    }
+
+    /// Clears set-uid, and set-gid when group-execute is set (set-gid
+    /// without group-execute marks mandatory locking and stays), as Linux
+    /// does when a file is written or truncated by an unprivileged caller or
+    /// changes owner.
+    pub(crate) fn kill_suidgid(&mut self) {
+        let perm = u32::from(self.meta.perm);
+        let mut keep = !libc::S_ISUID;
+        if perm & libc::S_IXGRP != 0 {
+            keep &= !libc::S_ISGID;
+        }
+        self.meta.perm = (perm & keep) as u16;
+    }
+}

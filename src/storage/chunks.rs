@@ -1,0 +1,583 @@
+//! Sequential storage: a sorted list of exact-size `Bytes` extents plus one
+//! open tail buffer that absorbs appends.
+//!
+//! Assumptions that justify the simple choices here:
+//! - Most files are written front to back, so appends must be cheap and
+//!   reads of whole extents must not copy. Extents are cut on a fixed
+//!   [`CHUNK_SIZE`] grid, so a page-aligned kernel READ of at most one grid
+//!   cell never straddles two extents and is answered with a `Bytes` slice.
+//! - Extents hold exactly the bytes that are data; gaps between them are
+//!   holes and cost nothing. A frozen extent is always allocated to its exact
+//!   length, so its charge is its length plus [`CHUNK_OVERHEAD`].
+//! - Random writes are rare here (under `auto` storage they promote the file
+//!   to a block map), but they must still work: they overwrite extents in
+//!   place (copying an extent only when a reader still holds it) and fill
+//!   holes with new extents.
+//!
+//! Every mutating operation has a `*_cost` twin computed from the same state
+//! without changing it; the engine reserves that much quota first, then
+//! applies the change, which cannot fail.
+
+use bytes::Bytes;
+
+use super::{Seek, grid_end, zeros};
+
+/// Extents never cross a multiple of this offset.
+pub const CHUNK_SIZE: u64 = 1 << 20;
+/// Smallest capacity given to a fresh tail buffer.
+const MIN_TAIL: u64 = 4096;
+/// Bytes charged per extent on top of its data: the `Chunk` slot, the
+/// allocator's header and the shared-buffer header `Bytes` may add.
+pub const CHUNK_OVERHEAD: u64 = 64;
+
+struct Chunk {
+    start: u64,
+    /// Never empty; length equals the allocation's size.
+    data: Bytes,
+}
+
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.start + self.data.len() as u64
+    }
+
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Mutable access to the chunk's bytes. Zero-copy when no reader holds a
+    /// clone; otherwise the bytes are copied (the reader keeps the old ones).
+    fn edit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut v = Vec::from(std::mem::take(&mut self.data));
+        f(&mut v);
+        debug_assert!(!v.is_empty());
+        v.shrink_to_fit();
+        self.data = Bytes::from(v);
+    }
+}
+
+/// A file's bytes as sorted extents plus an open tail.
+#[derive(Default)]
+pub(crate) struct ChunkList {
+    /// Frozen extents, sorted by `start`, non-overlapping, all ending at or
+    /// before `tail_start` when the tail is active.
+    chunks: Vec<Chunk>,
+    /// Open extent `[tail_start, tail_start + tail.len())`; active iff not
+    /// empty. Its capacity never reaches past the grid cell of `tail_start`.
+    tail: Vec<u8>,
+    tail_start: u64,
+    /// Σ (extent length + overhead) + (tail capacity + overhead if active).
+    charge: u64,
+    /// Σ extent lengths + tail length: bytes that are data, not holes.
+    stored: u64,
+}
+
+/// One step of growing the tail: copy `take` bytes after making the tail's
+/// capacity at least `cap`; freeze it afterwards if its grid cell is full.
+struct TailStep {
+    take: u64,
+    cap: u64,
+    freeze: bool,
+}
+
+/// The tail-append steps for `n` bytes, starting from a tail at `start`
+/// holding `len` bytes in `cap` capacity. Shared by the cost and apply paths
+/// so both make the same decisions.
+fn tail_steps(mut start: u64, mut len: u64, mut cap: u64, mut n: u64) -> Vec<TailStep> {
+    let mut steps = Vec::new();
+    while n > 0 {
+        let cell_end = grid_end(start, CHUNK_SIZE);
+        let room = cell_end - (start + len);
+        let take = room.min(n);
+        let need = len + take;
+        if need > cap {
+            cap = need.max(cap.saturating_mul(2)).max(MIN_TAIL).min(cell_end - start);
+        }
+        len += take;
+        n -= take;
+        let freeze = start + len == cell_end;
+        steps.push(TailStep { take, cap, freeze });
+        if freeze {
+            start = cell_end;
+            len = 0;
+            cap = 0;
+        }
+    }
+    steps
+}
+
+impl ChunkList {
+    pub(crate) fn charge(&self) -> u64 {
+        self.charge
+    }
+
+    pub(crate) fn stored(&self) -> u64 {
+        self.stored
+    }
+
+    fn tail_active(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    fn tail_end(&self) -> u64 {
+        self.tail_start + self.tail.len() as u64
+    }
+
+    /// One past the last data byte (holes at the end are not data).
+    pub(crate) fn data_end(&self) -> u64 {
+        if self.tail_active() { self.tail_end() } else { self.chunks.last().map_or(0, Chunk::end) }
+    }
+
+    /// Visits every extent in order as `(start, bytes)`, the tail last.
+    pub(crate) fn for_each_extent(&self, mut f: impl FnMut(u64, &[u8])) {
+        for c in &self.chunks {
+            f(c.start, &c.data);
+        }
+        if self.tail_active() {
+            f(self.tail_start, &self.tail);
+        }
+    }
+
+    /// Index of the first chunk ending after `off`.
+    fn first_after(&self, off: u64) -> usize {
+        self.chunks.partition_point(|c| c.end() <= off)
+    }
+
+    // ---------------------------------------------------------------- read
+
+    /// Bytes `[off, off + len)`; the caller has clamped the range to the file
+    /// size. A range inside one frozen extent is returned without copying.
+    pub(crate) fn read(&self, off: u64, len: u64) -> Bytes {
+        let end = off + len;
+        let i = self.first_after(off);
+        if let Some(c) = self.chunks.get(i)
+            && c.start <= off
+            && end <= c.end()
+        {
+            let a = (off - c.start) as usize;
+            return c.data.slice(a..a + len as usize);
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        let mut copy = |start: u64, bytes: &[u8]| {
+            let s = start.max(off);
+            let e = (start + bytes.len() as u64).min(end);
+            if s >= e {
+                return;
+            }
+            buf.resize((s - off) as usize, 0);
+            buf.extend_from_slice(&bytes[(s - start) as usize..(e - start) as usize]);
+        };
+        for c in self.chunks[i..].iter().take_while(|c| c.start < end) {
+            copy(c.start, &c.data);
+        }
+        if self.tail_active() {
+            copy(self.tail_start, &self.tail);
+        }
+        if buf.is_empty() {
+            return zeros(len);
+        }
+        buf.resize(len as usize, 0);
+        Bytes::from(buf)
+    }
+
+    // --------------------------------------------------------------- write
+
+    /// The holes inside `[off, end)`, which must lie below `data_end()`.
+    fn gaps(&self, off: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut pos = off;
+        let extents = self.chunks[self.first_after(off)..]
+            .iter()
+            .map(|c| (c.start, c.end()))
+            .chain(self.tail_active().then(|| (self.tail_start, self.tail_end())));
+        for (s, e) in extents {
+            if pos >= end {
+                break;
+            }
+            if s > pos {
+                gaps.push((pos, s.min(end)));
+            }
+            pos = pos.max(e);
+        }
+        if pos < end {
+            gaps.push((pos, end));
+        }
+        gaps
+    }
+
+    /// Pieces of `[s, e)` cut on the grid.
+    fn grid_pieces(s: u64, e: u64) -> impl Iterator<Item = (u64, u64)> {
+        let mut p = s;
+        std::iter::from_fn(move || {
+            (p < e).then(|| {
+                let q = grid_end(p, CHUNK_SIZE).min(e);
+                let piece = (p, q);
+                p = q;
+                piece
+            })
+        })
+    }
+
+    fn gap_fill_cost(&self, off: u64, end: u64) -> u64 {
+        self.gaps(off, end)
+            .into_iter()
+            .flat_map(|(s, e)| Self::grid_pieces(s, e))
+            .map(|(s, e)| e - s + CHUNK_OVERHEAD)
+            .sum()
+    }
+
+    /// The tail state an append at `off` would start from: `(start, len, cap)`.
+    /// A frozen last extent that ends at `off` inside its grid cell is
+    /// reopened as the tail rather than starting a new extent.
+    fn append_origin(&self, off: u64) -> (u64, u64, u64) {
+        if self.tail_active() && self.tail_end() == off {
+            return (self.tail_start, self.tail.len() as u64, self.tail.capacity() as u64);
+        }
+        if !self.tail_active()
+            && let Some(last) = self.chunks.last()
+            && last.end() == off
+            && off != grid_end(last.start, CHUNK_SIZE)
+        {
+            return (last.start, last.len(), last.len());
+        }
+        (off, 0, 0)
+    }
+
+    fn append_cost(&self, off: u64, n: u64) -> u64 {
+        let (start, len, mut cap) = self.append_origin(off);
+        let mut cost = 0;
+        // Reopening a frozen extent keeps its charge; a gap-closing freeze only shrinks.
+        for step in tail_steps(start, len, cap, n) {
+            if step.cap > cap {
+                cost += step.cap - cap + if cap == 0 { CHUNK_OVERHEAD } else { 0 };
+            }
+            cap = if step.freeze { 0 } else { step.cap };
+        }
+        cost
+    }
+
+    /// Quota needed to write `len` bytes at `off`.
+    pub(crate) fn write_cost(&self, off: u64, len: u64) -> u64 {
+        let end = off + len;
+        let de = self.data_end();
+        let mut cost = 0;
+        if off < de {
+            cost += self.gap_fill_cost(off, end.min(de));
+        }
+        if end > de {
+            cost += self.append_cost(off.max(de), end - off.max(de));
+        }
+        cost
+    }
+
+    pub(crate) fn write(&mut self, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        let de = self.data_end();
+        if off < de {
+            let inner = end.min(de);
+            self.write_inside(off, &data[..(inner - off) as usize]);
+        }
+        if end > de {
+            let start = off.max(de);
+            self.append(start, &data[(start - off) as usize..]);
+        }
+    }
+
+    /// Overwrites data and fills holes inside `[off, off + len) ⊆ [0, data_end)`.
+    fn write_inside(&mut self, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        let src = |s: u64, e: u64| &data[(s - off) as usize..(e - off) as usize];
+        // Holes first, computed on the unchanged layout.
+        let mut fresh: Vec<Chunk> = self
+            .gaps(off, end)
+            .into_iter()
+            .flat_map(|(s, e)| Self::grid_pieces(s, e))
+            .map(|(s, e)| Chunk { start: s, data: Bytes::copy_from_slice(src(s, e)) })
+            .collect();
+        let i = self.first_after(off);
+        for c in self.chunks[i..].iter_mut().take_while(|c| c.start < end) {
+            let (s, e) = (c.start.max(off), c.end().min(end));
+            let at = (s - c.start) as usize;
+            c.edit(|v| v[at..at + (e - s) as usize].copy_from_slice(src(s, e)));
+        }
+        if self.tail_active() && self.tail_start < end {
+            let (s, e) = (self.tail_start.max(off), self.tail_end().min(end));
+            if s < e {
+                let at = (s - self.tail_start) as usize;
+                self.tail[at..at + (e - s) as usize].copy_from_slice(src(s, e));
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        for c in &fresh {
+            self.charge += c.len() + CHUNK_OVERHEAD;
+            self.stored += c.len();
+        }
+        // Merge the new extents with the old ones of the same range.
+        let j = self.chunks.partition_point(|c| c.start < end);
+        fresh.extend(self.chunks.drain(i..j));
+        fresh.sort_unstable_by_key(|c| c.start);
+        self.chunks.splice(i..i, fresh);
+        debug_assert!(self.chunks.windows(2).all(|w| w[0].end() <= w[1].start));
+    }
+
+    /// Appends at `off >= data_end()`, leaving a hole if `off > data_end()`.
+    fn append(&mut self, off: u64, data: &[u8]) {
+        let (start, len, _) = self.append_origin(off);
+        if self.tail_active() && self.tail_start != start {
+            self.freeze_tail();
+        }
+        if !self.tail_active() {
+            if len > 0 {
+                // Reopen the last frozen extent as the tail (zero-copy when unique).
+                let Some(last) = self.chunks.pop() else {
+                    unreachable!("append_origin reopens only an existing extent")
+                };
+                let charged = last.len();
+                self.tail = Vec::from(last.data);
+                self.charge = self.charge - charged + self.tail.capacity() as u64;
+            }
+            self.tail_start = start;
+        }
+        let mut rest = data;
+        let steps = tail_steps(start, len, self.tail.capacity() as u64, data.len() as u64);
+        for step in steps {
+            let old_cap = self.tail.capacity() as u64;
+            if step.cap > old_cap {
+                self.tail.reserve_exact((step.cap - self.tail.len() as u64) as usize);
+                self.charge += self.tail.capacity() as u64 - old_cap;
+                if old_cap == 0 {
+                    self.charge += CHUNK_OVERHEAD;
+                }
+            }
+            let (now, later) = rest.split_at(step.take as usize);
+            self.tail.extend_from_slice(now);
+            self.stored += step.take;
+            rest = later;
+            if step.freeze {
+                let next = self.tail_end();
+                self.freeze_tail();
+                self.tail_start = next;
+            }
+        }
+    }
+
+    /// Turns the tail into a frozen extent, giving back its spare capacity.
+    fn freeze_tail(&mut self) {
+        if !self.tail_active() {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.tail);
+        let cap = v.capacity() as u64;
+        v.shrink_to_fit();
+        self.charge -= cap - v.capacity() as u64;
+        self.chunks.push(Chunk { start: self.tail_start, data: Bytes::from(v) });
+    }
+
+    /// Gives back the tail's spare capacity (called when the last writer
+    /// closes the file). The tail stays open for later appends.
+    pub(crate) fn compact(&mut self) {
+        let cap = self.tail.capacity() as u64;
+        if cap > self.tail.len() as u64 {
+            self.tail.shrink_to_fit();
+            if self.tail.capacity() == 0 {
+                self.charge -= CHUNK_OVERHEAD;
+            }
+            self.charge -= cap - self.tail.capacity() as u64;
+        }
+    }
+
+    // ------------------------------------------------------------ truncate
+
+    /// Drops all data at or beyond `size`. Never needs quota.
+    pub(crate) fn truncate(&mut self, size: u64) {
+        if self.tail_active() && self.tail_end() > size {
+            let cap = self.tail.capacity() as u64;
+            let keep = size.saturating_sub(self.tail_start);
+            self.stored -= self.tail.len() as u64 - keep;
+            self.tail.truncate(keep as usize);
+            self.tail.shrink_to_fit();
+            self.charge -= cap - self.tail.capacity() as u64;
+            if self.tail.capacity() == 0 {
+                self.charge -= CHUNK_OVERHEAD;
+            }
+        }
+        let keep = self.chunks.partition_point(|c| c.start < size);
+        for c in self.chunks.drain(keep..) {
+            self.charge -= c.len() + CHUNK_OVERHEAD;
+            self.stored -= c.len();
+        }
+        if let Some(last) = self.chunks.last_mut()
+            && last.end() > size
+        {
+            let cut = last.end() - size;
+            let new_len = (size - last.start) as usize;
+            last.edit(|v| v.truncate(new_len));
+            self.charge -= cut;
+            self.stored -= cut;
+        }
+    }
+
+    // ---------------------------------------------------------- punch hole
+
+    /// Quota needed to punch `[off, end)`: splitting one extent in two needs
+    /// a new allocation for the part after the hole.
+    pub(crate) fn punch_cost(&self, off: u64, end: u64) -> u64 {
+        let inside = |s: u64, e: u64| s < off && e > end;
+        let chunk = self.chunks.get(self.first_after(off)).filter(|c| inside(c.start, c.end()));
+        let tail = (self.tail_active() && inside(self.tail_start, self.tail_end())).then_some(());
+        match (chunk, tail) {
+            (Some(c), _) => c.end() - end + CHUNK_OVERHEAD,
+            (None, Some(())) => self.tail_end() - end + CHUNK_OVERHEAD,
+            (None, None) => 0,
+        }
+    }
+
+    /// Turns `[off, end)` into a hole, releasing every byte in it.
+    pub(crate) fn punch(&mut self, off: u64, end: u64) {
+        if off >= end {
+            return;
+        }
+        if self.tail_active() && self.tail_start < end && self.tail_end() > off {
+            self.freeze_tail();
+        }
+        let i = self.first_after(off);
+        let j = self.chunks.partition_point(|c| c.start < end);
+        let mut kept = Vec::new();
+        for mut c in self.chunks.drain(i..j) {
+            let (s, e) = (c.start, c.end());
+            self.charge -= c.len() + CHUNK_OVERHEAD;
+            self.stored -= c.len();
+            if s < off && e > end {
+                let suffix = Chunk { start: end, data: Bytes::copy_from_slice(&c.data[(end - s) as usize..]) };
+                c.edit(|v| v.truncate((off - s) as usize));
+                kept.push(c);
+                kept.push(suffix);
+            } else if s < off {
+                c.edit(|v| v.truncate((off - s) as usize));
+                kept.push(c);
+            } else if e > end {
+                let skip = (end - s) as usize;
+                c.edit(|v| {
+                    v.copy_within(skip.., 0);
+                    v.truncate(v.len() - skip);
+                });
+                c.start = end;
+                kept.push(c);
+            }
+        }
+        for c in &kept {
+            self.charge += c.len() + CHUNK_OVERHEAD;
+            self.stored += c.len();
+        }
+        self.chunks.splice(i..i, kept);
+    }
+
+    // ------------------------------------------------------------ allocate
+
+    /// Quota needed to back every hole in `[off, end)` with zeroed memory.
+    pub(crate) fn allocate_cost(&self, off: u64, end: u64) -> u64 {
+        let de = self.data_end();
+        let beyond =
+            if end > de { Self::grid_pieces(off.max(de), end).map(|(s, e)| e - s + CHUNK_OVERHEAD).sum() } else { 0 };
+        self.gap_fill_cost(off, end.min(de)) + beyond
+    }
+
+    /// Backs every hole in `[off, end)` with zeroed memory.
+    pub(crate) fn allocate(&mut self, off: u64, end: u64) {
+        let de = self.data_end();
+        let mut holes: Vec<(u64, u64)> = if off < de { self.gaps(off, end.min(de)) } else { Vec::new() };
+        if end > de {
+            self.freeze_tail();
+            holes.push((off.max(de), end));
+        }
+        let fresh: Vec<Chunk> = holes
+            .into_iter()
+            .flat_map(|(s, e)| Self::grid_pieces(s, e))
+            .map(|(s, e)| Chunk { start: s, data: Bytes::from(vec![0u8; (e - s) as usize]) })
+            .collect();
+        for c in fresh {
+            self.charge += c.len() + CHUNK_OVERHEAD;
+            self.stored += c.len();
+            let at = self.chunks.partition_point(|x| x.start < c.start);
+            self.chunks.insert(at, c);
+        }
+    }
+
+    /// Overwrites existing data in `[off, end)` with zeros (no quota needed).
+    pub(crate) fn zero_existing(&mut self, off: u64, end: u64) {
+        let i = self.first_after(off);
+        for c in self.chunks[i..].iter_mut().take_while(|c| c.start < end) {
+            let (s, e) = (c.start.max(off) - c.start, c.end().min(end) - c.start);
+            c.edit(|v| v[s as usize..e as usize].fill(0));
+        }
+        if self.tail_active() && self.tail_start < end && self.tail_end() > off {
+            let s = off.max(self.tail_start) - self.tail_start;
+            let e = end.min(self.tail_end()) - self.tail_start;
+            self.tail[s as usize..e as usize].fill(0);
+        }
+    }
+
+    // ---------------------------------------------------------------- seek
+
+    /// First data (`Seek::Data`) or hole (`Seek::Hole`) offset at or after
+    /// `off`, looking only below `size`; `None` if there is none.
+    pub(crate) fn seek(&self, off: u64, size: u64, whence: Seek) -> Option<u64> {
+        let mut extents = self.chunks[self.first_after(off)..]
+            .iter()
+            .map(|c| (c.start, c.end()))
+            .chain(self.tail_active().then(|| (self.tail_start, self.tail_end())))
+            .filter(|&(s, e)| e > off && s < size);
+        match whence {
+            Seek::Data => extents.next().map(|(s, _)| s.max(off)),
+            Seek::Hole => {
+                let mut pos = off;
+                for (s, e) in extents {
+                    if s > pos {
+                        break;
+                    }
+                    pos = e;
+                }
+                Some(pos.min(size))
+            }
+        }
+    }
+
+    /// Whether the layout invariants hold (used by tests).
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let mut charge = 0;
+        let mut stored = 0;
+        let mut prev_end = 0;
+        for c in &self.chunks {
+            if c.data.is_empty() || c.start < prev_end {
+                return Err(format!("bad extent at {} (prev end {prev_end})", c.start));
+            }
+            if grid_end(c.start, CHUNK_SIZE) < c.end() {
+                return Err(format!("extent at {} crosses the grid", c.start));
+            }
+            prev_end = c.end();
+            charge += c.len() + CHUNK_OVERHEAD;
+            stored += c.len();
+        }
+        if self.tail_active() {
+            if self.tail_start < prev_end {
+                return Err("tail overlaps extents".into());
+            }
+            if self.tail_start + self.tail.capacity() as u64 > grid_end(self.tail_start, CHUNK_SIZE) {
+                return Err("tail capacity crosses the grid".into());
+            }
+            charge += self.tail.capacity() as u64 + CHUNK_OVERHEAD;
+            stored += self.tail.len() as u64;
+        } else if self.tail.capacity() != 0 {
+            return Err("inactive tail holds memory".into());
+        }
+        if charge != self.charge || stored != self.stored {
+            return Err(format!(
+                "charge {} (tracked {}), stored {} (tracked {})",
+                charge, self.charge, stored, self.stored
+            ));
+        }
+        Ok(())
+    }
+}

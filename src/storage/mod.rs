@@ -1,0 +1,301 @@
+//! File contents in one of two shapes, behind one interface.
+//!
+//! - [`Shape::Sequential`]: exact-size extents plus an append buffer
+//!   (`chunks.rs`). Cheap appends, zero-copy reads of whole extents.
+//! - [`Shape::RandomAccess`]: a sparse map of 64 KiB blocks (`blocks.rs`).
+//!   In-place writes at any offset, block-granular holes.
+//!
+//! Both shapes support every operation; the shape only changes what each
+//! operation costs. Every mutation comes as a pair: `*_cost` says how many
+//! bytes of quota the change needs (computed from the unchanged state), and
+//! the mutation itself cannot fail. The engine reserves the cost, applies the
+//! change, then settles the reservation against [`FileData::charge`].
+
+mod blocks;
+mod chunks;
+
+use bytes::Bytes;
+
+pub use blocks::{BLOCK_OVERHEAD, BLOCK_SIZE};
+pub use chunks::{CHUNK_OVERHEAD, CHUNK_SIZE};
+
+use blocks::BlockMap;
+use chunks::ChunkList;
+
+/// Largest file size and offset, as on tmpfs (`MAX_LFS_FILESIZE`).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+/// How a regular file's bytes are held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// Sorted extents plus an append buffer.
+    Sequential,
+    /// Sparse map of fixed-size blocks.
+    RandomAccess,
+}
+
+impl Shape {
+    /// Lower-case name used in logs and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Sequential => "sequential",
+            Shape::RandomAccess => "random-access",
+        }
+    }
+}
+
+/// What `lseek` looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// `SEEK_DATA`: the next byte that is data.
+    Data,
+    /// `SEEK_HOLE`: the next byte in a hole (end of file counts as a hole).
+    Hole,
+}
+
+/// The end of the grid cell of size `cell` that contains `off`.
+fn grid_end(off: u64, cell: u64) -> u64 {
+    (off / cell + 1) * cell
+}
+
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// `len` zero bytes, without allocating when possible.
+fn zeros(len: u64) -> Bytes {
+    match usize::try_from(len) {
+        Ok(n) if n <= ZEROS.len() => Bytes::from_static(&ZEROS[..n]),
+        _ => Bytes::from(vec![0u8; len as usize]),
+    }
+}
+
+enum Repr {
+    Sequential(ChunkList),
+    RandomAccess(BlockMap),
+}
+
+/// The contents of one regular file: its size and its bytes.
+pub struct FileData {
+    size: u64,
+    repr: Repr,
+}
+
+impl FileData {
+    /// An empty file of the given shape.
+    pub fn new(shape: Shape) -> Self {
+        let repr = match shape {
+            Shape::Sequential => Repr::Sequential(ChunkList::default()),
+            Shape::RandomAccess => Repr::RandomAccess(BlockMap::default()),
+        };
+        FileData { size: 0, repr }
+    }
+
+    /// File size in bytes.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Current storage shape.
+    pub fn shape(&self) -> Shape {
+        match self.repr {
+            Repr::Sequential(_) => Shape::Sequential,
+            Repr::RandomAccess(_) => Shape::RandomAccess,
+        }
+    }
+
+    /// Bytes of memory held (data capacity plus per-extent overhead): what
+    /// this file's contents are charged to the quota.
+    pub fn charge(&self) -> u64 {
+        match &self.repr {
+            Repr::Sequential(c) => c.charge(),
+            Repr::RandomAccess(b) => b.charge(),
+        }
+    }
+
+    /// Bytes that are data rather than holes (for `st_blocks`).
+    pub fn stored(&self) -> u64 {
+        match &self.repr {
+            Repr::Sequential(c) => c.stored(),
+            Repr::RandomAccess(b) => b.stored(),
+        }
+    }
+
+    /// Up to `len` bytes from `off`, short at end of file. Holes read as zeros.
+    pub fn read(&self, off: u64, len: u64) -> Bytes {
+        let len = len.min(self.size.saturating_sub(off));
+        if len == 0 {
+            return Bytes::new();
+        }
+        match &self.repr {
+            Repr::Sequential(c) => c.read(off, len),
+            Repr::RandomAccess(b) => b.read(off, len),
+        }
+    }
+
+    fn extents(&self) -> Vec<(u64, u64)> {
+        let mut v = Vec::new();
+        self.for_each_extent(|s, b| v.push((s, s + b.len() as u64)));
+        v
+    }
+
+    fn for_each_extent(&self, f: impl FnMut(u64, &[u8])) {
+        match &self.repr {
+            Repr::Sequential(c) => c.for_each_extent(f),
+            Repr::RandomAccess(b) => b.for_each_extent(f),
+        }
+    }
+
+    /// Quota a promotion to [`Shape::RandomAccess`] needs: the whole new
+    /// block map, which exists beside the old extents until they are freed.
+    /// `None` if the file is already random-access.
+    pub fn promote_cost(&self) -> Option<u64> {
+        match self.repr {
+            Repr::Sequential(_) => Some(BlockMap::layout_for(self.extents().into_iter()).1),
+            Repr::RandomAccess(_) => None,
+        }
+    }
+
+    /// Converts a sequential file to a block map (no-op if already one).
+    pub fn promote(&mut self) {
+        let Repr::Sequential(chunks) = &self.repr else { return };
+        let (layout, _) = BlockMap::layout_for(self.extents().into_iter());
+        let mut map = BlockMap::with_layout(&layout);
+        chunks.for_each_extent(|s, b| map.fill_extent(s, b));
+        self.repr = Repr::RandomAccess(map);
+    }
+
+    /// Quota needed to write `len` bytes at `off` (after promoting first, if
+    /// `promote`). The caller has checked `off + len <= MAX_FILE_SIZE`.
+    pub fn write_cost(&self, off: u64, len: u64, promote: bool) -> u64 {
+        if len == 0 {
+            return 0;
+        }
+        match &self.repr {
+            Repr::Sequential(_) if promote => {
+                let (layout, charge) = BlockMap::layout_for(self.extents().into_iter());
+                let cap_of = |idx: u64| layout.binary_search_by_key(&idx, |&(i, _)| i).ok().map(|at| layout[at].1);
+                charge + blocks::write_cost_with(cap_of, off, len)
+            }
+            Repr::Sequential(c) => c.write_cost(off, len),
+            Repr::RandomAccess(b) => b.write_cost(off, len),
+        }
+    }
+
+    /// Writes `data` at `off`, extending the file if needed.
+    pub fn write(&mut self, off: u64, data: &[u8], promote: bool) {
+        if data.is_empty() {
+            return;
+        }
+        if promote {
+            self.promote();
+        }
+        match &mut self.repr {
+            Repr::Sequential(c) => c.write(off, data),
+            Repr::RandomAccess(b) => b.write(off, data),
+        }
+        self.size = self.size.max(off + data.len() as u64);
+    }
+
+    /// Sets the size; shrinking releases the data beyond it, growing adds a
+    /// hole. Needs no quota.
+    pub fn truncate(&mut self, size: u64) {
+        match &mut self.repr {
+            Repr::Sequential(c) => c.truncate(size),
+            Repr::RandomAccess(b) => b.truncate(size),
+        }
+        self.size = size;
+    }
+
+    fn clamp(&self, off: u64, len: u64) -> (u64, u64) {
+        (off, off.saturating_add(len).min(self.size).max(off))
+    }
+
+    /// Quota needed to punch a hole over `[off, off + len)`.
+    pub fn punch_cost(&self, off: u64, len: u64, promote: bool) -> u64 {
+        let (s, e) = self.clamp(off, len);
+        match &self.repr {
+            Repr::Sequential(_) if promote => self.promote_cost().unwrap_or(0),
+            Repr::Sequential(c) => c.punch_cost(s, e),
+            Repr::RandomAccess(_) => 0,
+        }
+    }
+
+    /// Turns `[off, off + len)` (within the file) into a hole; size unchanged.
+    pub fn punch(&mut self, off: u64, len: u64, promote: bool) {
+        if promote {
+            self.promote();
+        }
+        let (s, e) = self.clamp(off, len);
+        if s >= e {
+            return;
+        }
+        match &mut self.repr {
+            Repr::Sequential(c) => c.punch(s, e),
+            Repr::RandomAccess(b) => b.punch(s, e),
+        }
+    }
+
+    /// Quota needed to back `[off, off + len)` with memory.
+    pub fn allocate_cost(&self, off: u64, len: u64) -> u64 {
+        match &self.repr {
+            Repr::Sequential(c) => c.allocate_cost(off, off + len),
+            Repr::RandomAccess(b) => b.allocate_cost(off, off + len),
+        }
+    }
+
+    /// Backs `[off, off + len)` with memory (`fallocate` mode 0); unless
+    /// `keep_size`, the file grows to cover the range.
+    pub fn allocate(&mut self, off: u64, len: u64, keep_size: bool) {
+        match &mut self.repr {
+            Repr::Sequential(c) => c.allocate(off, off + len),
+            Repr::RandomAccess(b) => b.allocate(off, off + len),
+        }
+        if !keep_size {
+            self.size = self.size.max(off + len);
+        }
+    }
+
+    /// Makes `[off, off + len)` read as zeros, backed by memory
+    /// (`FALLOC_FL_ZERO_RANGE`). Costs what [`FileData::allocate_cost`] says.
+    pub fn zero_range(&mut self, off: u64, len: u64, keep_size: bool) {
+        match &mut self.repr {
+            Repr::Sequential(c) => c.zero_existing(off, off + len),
+            Repr::RandomAccess(b) => b.zero_existing(off, off + len),
+        }
+        self.allocate(off, len, keep_size);
+    }
+
+    /// `SEEK_DATA` / `SEEK_HOLE` from `off`; `None` means ENXIO.
+    pub fn seek(&self, off: u64, whence: Seek) -> Option<u64> {
+        if off >= self.size {
+            return None;
+        }
+        match &self.repr {
+            Repr::Sequential(c) => c.seek(off, self.size, whence),
+            Repr::RandomAccess(b) => b.seek(off, self.size, whence),
+        }
+    }
+
+    /// Gives back spare capacity held for further appends.
+    pub fn compact(&mut self) {
+        match &mut self.repr {
+            Repr::Sequential(c) => c.compact(),
+            Repr::RandomAccess(b) => b.compact(),
+        }
+    }
+
+    /// Checks the shape's internal bookkeeping (for tests).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        match &self.repr {
+            Repr::Sequential(c) => c.check_invariants(),
+            Repr::RandomAccess(b) => b.check_invariants(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

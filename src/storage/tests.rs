@@ -1,0 +1,236 @@
+//! Storage shapes against a plain `Vec<u8>` model.
+
+use super::*;
+
+/// Small deterministic generator (xorshift) so failures reproduce by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn check(f: &FileData, model: &[u8]) {
+    f.check_invariants().unwrap();
+    assert_eq!(f.len(), model.len() as u64);
+    let all = f.read(0, model.len() as u64 + 10);
+    assert_eq!(&all[..], model, "full read");
+}
+
+/// Applies a mutation, asserting the charge never grows beyond its cost.
+fn within_cost(f: &mut FileData, cost: u64, op: impl FnOnce(&mut FileData)) {
+    let before = f.charge();
+    op(f);
+    let after = f.charge();
+    assert!(after <= before + cost, "charge grew {before} -> {after}, cost said {cost}");
+}
+
+fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
+    let mut rng = Rng(seed);
+    let mut f = FileData::new(shape);
+    let mut model: Vec<u8> = Vec::new();
+    for step in 0..400 {
+        let off = rng.below(span);
+        let len = match rng.below(4) {
+            0 => rng.below(16),
+            1 => rng.below(5000),
+            2 => rng.below(3 * BLOCK_SIZE),
+            _ => rng.below(2 * CHUNK_SIZE),
+        };
+        match rng.below(10) {
+            0..=4 => {
+                // Half the writes are appends, as real workloads are.
+                let off = if rng.below(2) == 0 { model.len() as u64 } else { off };
+                let mut data = vec![(step as u8) | 1; len as usize];
+                if let Some(b) = data.first_mut() {
+                    *b = 0xAA;
+                }
+                let promote = promote_sometimes && rng.below(3) == 0;
+                let cost = f.write_cost(off, len, promote);
+                within_cost(&mut f, cost, |f| f.write(off, &data, promote));
+                if !data.is_empty() {
+                    let end = (off + len) as usize;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[off as usize..end].copy_from_slice(&data);
+                }
+            }
+            5 => {
+                let size = rng.below(span);
+                within_cost(&mut f, 0, |f| f.truncate(size));
+                model.resize(size as usize, 0);
+            }
+            6 => {
+                let promote = promote_sometimes && rng.below(2) == 0;
+                let cost = f.punch_cost(off, len, promote);
+                within_cost(&mut f, cost, |f| f.punch(off, len, promote));
+                let e = ((off + len) as usize).min(model.len());
+                if (off as usize) < e {
+                    model[off as usize..e].fill(0);
+                }
+            }
+            7 => {
+                let keep = rng.below(2) == 0;
+                let cost = f.allocate_cost(off, len);
+                within_cost(&mut f, cost, |f| f.allocate(off, len, keep));
+                if !keep && model.len() < (off + len) as usize {
+                    model.resize((off + len) as usize, 0);
+                }
+            }
+            8 => {
+                let keep = rng.below(2) == 0;
+                let cost = f.allocate_cost(off, len);
+                within_cost(&mut f, cost, |f| f.zero_range(off, len, keep));
+                let e = ((off + len) as usize).min(model.len());
+                if (off as usize) < e {
+                    model[off as usize..e].fill(0);
+                }
+                if !keep && model.len() < (off + len) as usize {
+                    model.resize((off + len) as usize, 0);
+                }
+            }
+            _ => {
+                within_cost(&mut f, 0, FileData::compact);
+            }
+        }
+        check(&f, &model);
+        // Spot reads and seeks.
+        let off = rng.below(span);
+        let len = rng.below(3 * CHUNK_SIZE);
+        let got = f.read(off, len);
+        let s = (off as usize).min(model.len());
+        let e = ((off + len) as usize).min(model.len());
+        assert_eq!(&got[..], &model[s..e], "read {off}+{len} at step {step}");
+        if let Some(d) = f.seek(off, Seek::Data) {
+            assert!(d >= off && d < f.len());
+            assert!(model[off as usize..d as usize].iter().all(|&b| b == 0), "skipped data");
+        } else {
+            assert!(off >= f.len() || model[off as usize..].iter().all(|&b| b == 0));
+        }
+        if let Some(h) = f.seek(off, Seek::Hole) {
+            assert!(h >= off && h <= f.len());
+        } else {
+            assert!(off >= f.len());
+        }
+    }
+}
+
+#[test]
+fn sequential_random_ops_match_model() {
+    for seed in 1..=6 {
+        random_ops(Shape::Sequential, seed * 7919, 4 * CHUNK_SIZE, false);
+    }
+}
+
+#[test]
+fn random_access_random_ops_match_model() {
+    for seed in 1..=6 {
+        random_ops(Shape::RandomAccess, seed * 104_729, 4 * CHUNK_SIZE, false);
+    }
+}
+
+#[test]
+fn promotion_mid_sequence_matches_model() {
+    for seed in 1..=6 {
+        random_ops(Shape::Sequential, seed * 15_485_863, 3 * CHUNK_SIZE, true);
+    }
+}
+
+#[test]
+fn appends_coalesce_into_grid_extents() {
+    let mut f = FileData::new(Shape::Sequential);
+    let piece = vec![7u8; 10_000];
+    let n = 300; // ~2.9 MiB in 10 kB appends
+    for _ in 0..n {
+        let off = f.len();
+        f.write(off, &piece, false);
+    }
+    f.compact();
+    check(&f, &vec![7u8; piece.len() * n]);
+    let stored = (piece.len() * n) as u64;
+    // Three grid cells, each one extent: exact memory plus small overhead.
+    assert_eq!(f.charge(), stored + 3 * CHUNK_OVERHEAD);
+    // A read inside one cell comes back without copying: same pointer as a second read.
+    let a = f.read(4096, 8192);
+    let b = f.read(4096, 8192);
+    assert_eq!(a.as_ptr(), b.as_ptr());
+}
+
+#[test]
+fn small_file_is_charged_its_size() {
+    for shape in [Shape::Sequential, Shape::RandomAccess] {
+        let mut f = FileData::new(shape);
+        f.write(0, b"hello world", false);
+        f.compact();
+        let overhead = if shape == Shape::Sequential { CHUNK_OVERHEAD } else { BLOCK_OVERHEAD };
+        assert_eq!(f.charge(), 11 + overhead, "{shape:?}");
+    }
+}
+
+#[test]
+fn holes_are_free_in_both_shapes() {
+    for shape in [Shape::Sequential, Shape::RandomAccess] {
+        let mut f = FileData::new(shape);
+        f.truncate(10 << 30);
+        assert_eq!(f.charge(), 0);
+        assert_eq!(&f.read(5 << 30, 4096)[..], &[0u8; 4096][..]);
+        let cost = f.write_cost(1 << 30, 4096, false);
+        f.write(1 << 30, &[1u8; 4096], false);
+        assert!(f.charge() <= cost && f.charge() < 2 * BLOCK_SIZE, "{shape:?}: {}", f.charge());
+        assert_eq!(f.seek(0, Seek::Data), Some(1 << 30));
+        assert_eq!(f.seek(1 << 30, Seek::Hole), Some((1 << 30) + 4096));
+        f.punch(0, 10 << 30, false);
+        assert_eq!(f.charge(), 0, "{shape:?}: punch frees everything");
+        assert_eq!(f.len(), 10 << 30);
+        assert_eq!(f.seek(0, Seek::Data), None);
+    }
+}
+
+#[test]
+fn promotion_cost_is_the_new_map() {
+    let mut f = FileData::new(Shape::Sequential);
+    f.write(0, &vec![3u8; 300_000], false);
+    let cost = f.promote_cost().unwrap();
+    f.promote();
+    assert_eq!(f.shape(), Shape::RandomAccess);
+    assert_eq!(f.charge(), cost);
+    assert_eq!(f.promote_cost(), None);
+    check(&f, &vec![3u8; 300_000]);
+}
+
+#[test]
+fn overwrite_in_place_keeps_charge_and_readers_see_old_bytes() {
+    let mut f = FileData::new(Shape::Sequential);
+    f.write(0, &vec![1u8; CHUNK_SIZE as usize], false);
+    let before = f.charge();
+    let reader = f.read(0, 4096);
+    assert_eq!(f.write_cost(100, 10, false), 0);
+    f.write(100, &[9u8; 10], false);
+    assert_eq!(f.charge(), before);
+    assert_eq!(&reader[..], &[1u8; 4096][..], "an in-flight reply is not torn");
+    assert_eq!(&f.read(100, 10)[..], &[9u8; 10][..]);
+}
+
+#[test]
+fn punch_inside_an_extent_splits_it_and_frees_the_middle() {
+    let mut f = FileData::new(Shape::Sequential);
+    f.write(0, &vec![5u8; 200_000], false);
+    f.compact();
+    let cost = f.punch_cost(50_000, 100_000, false);
+    assert_eq!(cost, 50_000 + CHUNK_OVERHEAD);
+    f.punch(50_000, 100_000, false);
+    assert_eq!(f.charge(), 100_000 + 2 * CHUNK_OVERHEAD);
+    let mut model = vec![5u8; 200_000];
+    model[50_000..150_000].fill(0);
+    check(&f, &model);
+    assert_eq!(f.seek(0, Seek::Hole), Some(50_000));
+    assert_eq!(f.seek(50_000, Seek::Data), Some(150_000));
+}

@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests: engine builders with tiny
+//! limits and a fake memory probe; mount helpers live in `mount.rs`.
+#![allow(dead_code)]
+
+pub mod mount;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use scratchfs::{
+    Caller, Engine, EngineConfig, Fh, GuardAction, GuardConfig, GuardMode, Ino, MemoryProbe, MemoryReading, OpenFlags,
+    StoragePolicy, WriteOptions,
+};
+
+pub const ROOT: Caller = Caller::ROOT;
+pub const USER: Caller = Caller { uid: 1000, gid: 1000 };
+
+/// A memory probe whose reading the test controls.
+#[derive(Clone)]
+pub struct FakeProbe(pub Arc<AtomicU64>);
+
+impl FakeProbe {
+    pub fn new(available: u64) -> FakeProbe {
+        FakeProbe(Arc::new(AtomicU64::new(available)))
+    }
+    pub fn set(&self, available: u64) {
+        self.0.store(available, Ordering::Relaxed);
+    }
+}
+
+impl MemoryProbe for FakeProbe {
+    fn read(&self) -> Option<MemoryReading> {
+        Some(MemoryReading { available: self.0.load(Ordering::Relaxed), source: "fake", cgroup_limit: None })
+    }
+}
+
+/// Configuration with the guard off.
+pub fn config(quota: u64, storage: StoragePolicy) -> EngineConfig {
+    let mut cfg = EngineConfig::with_quota(quota);
+    cfg.storage = storage;
+    cfg.guard = GuardConfig { mode: GuardMode::None, action: GuardAction::Deny, interval: Duration::ZERO, headroom: 0 };
+    cfg
+}
+
+pub fn engine(quota: u64, storage: StoragePolicy) -> Engine {
+    Engine::with_probe(config(quota, storage), Box::new(FakeProbe::new(u64::MAX))).expect("engine")
+}
+
+pub fn rw() -> OpenFlags {
+    OpenFlags { read: true, write: true, truncate: false, exclusive: false }
+}
+
+/// Creates `name` in `parent` holding `data`; returns its inode and an open handle.
+pub fn file_with(e: &Engine, parent: Ino, name: &str, data: &[u8]) -> (Ino, Fh) {
+    let (attr, fh) = e.create(parent, name.as_bytes(), 0o644, rw(), &ROOT).expect("create");
+    if !data.is_empty() {
+        e.write(fh, 0, data, WriteOptions::default()).expect("write");
+    }
+    (attr.ino, fh)
+}
+
+/// The whole content of an open file.
+pub fn content(e: &Engine, fh: Fh) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let piece = e.read(fh, out.len() as u64, 1 << 20).expect("read");
+        if piece.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&piece);
+    }
+}
+
+/// Names in a directory, excluding `.` and `..`.
+pub fn names(e: &Engine, dir: Ino) -> Vec<String> {
+    let mut out = Vec::new();
+    e.readdir(dir, 2, |d| {
+        out.push(String::from_utf8_lossy(d.name).into_owned());
+        false
+    })
+    .expect("readdir");
+    out
+}
+
+pub fn invariants(e: &Engine) {
+    if let Err(msg) = e.check_invariants() {
+        panic!("invariant broken: {msg}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Mount helpers (filled in with the FUSE adapter).

@@ -1,0 +1,186 @@
+//! The quota, the node limit and the memory guard: every refusal names its
+//! cause, is counted, and leaves the filesystem and the quota unchanged.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use scratchfs::{
+    Engine, FsError, GuardAction, GuardConfig, GuardMode, Ino, NoSpaceCause, RenameMode, StoragePolicy, WriteOptions,
+    XattrSet,
+};
+
+const W: WriteOptions = WriteOptions { kill_suidgid: false, from_page_cache: false };
+
+fn is_quota(r: &Result<impl std::fmt::Debug, FsError>) -> bool {
+    matches!(r, Err(FsError::NoSpace(NoSpaceCause::Quota { .. })))
+}
+
+#[test]
+fn a_write_that_does_not_fit_changes_nothing() {
+    let e = engine(1 << 20, StoragePolicy::Auto);
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 500_000]);
+    let used = e.stats().used_bytes;
+    let attr = e.getattr(ino).unwrap();
+    let r = e.write(fh, 500_000, &[2u8; 600_000], W);
+    assert!(is_quota(&r), "{r:?}");
+    assert_eq!(e.stats().used_bytes, used);
+    let after = e.getattr(ino).unwrap();
+    assert_eq!((after.size, after.mtime), (attr.size, attr.mtime));
+    assert_eq!(content(&e, fh), vec![1u8; 500_000]);
+    assert_eq!(e.stats().refusals.quota, 1);
+    // A write that fits still goes through.
+    e.write(fh, 500_000, &[2u8; 100_000], W).unwrap();
+    e.release(fh).unwrap();
+    invariants(&e);
+}
+
+#[test]
+fn quota_counts_metadata_names_xattrs_and_link_targets() {
+    let e = engine(64 << 20, StoragePolicy::Auto);
+    let base = e.stats().used_bytes;
+    e.mkdir(Ino::ROOT, b"dir", 0o755, &ROOT).unwrap();
+    let after_dir = e.stats().used_bytes;
+    assert_eq!(after_dir - base, scratchfs::NODE_COST + scratchfs::DENTRY_COST + 3);
+    let l = e.symlink(Ino::ROOT, b"l", &[b't'; 1000], &ROOT).unwrap();
+    assert_eq!(e.stats().used_bytes - after_dir, scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 1000);
+    let before = e.stats().used_bytes;
+    e.setxattr(l.ino, b"trusted.big", &[0u8; 5000], XattrSet::Upsert).unwrap();
+    assert_eq!(e.stats().used_bytes - before, scratchfs::XATTR_COST + 11 + 5000);
+    e.setxattr(l.ino, b"trusted.big", &[0u8; 10], XattrSet::Replace).unwrap();
+    assert_eq!(e.stats().used_bytes - before, scratchfs::XATTR_COST + 11 + 10);
+    e.removexattr(l.ino, b"trusted.big").unwrap();
+    assert_eq!(e.stats().used_bytes, before);
+    invariants(&e);
+}
+
+#[test]
+fn refused_creations_leave_no_trace() {
+    // Just enough for the root and one more node.
+    let quota = 2 * scratchfs::NODE_COST + scratchfs::DENTRY_COST + 10;
+    let e = engine(quota, StoragePolicy::Auto);
+    e.mkdir(Ino::ROOT, b"a", 0o755, &ROOT).unwrap();
+    let stats = e.stats();
+    for r in [
+        e.mkdir(Ino::ROOT, b"b", 0o755, &ROOT).map(|_| ()),
+        e.mknod(Ino::ROOT, b"c", libc::S_IFREG | 0o644, 0, &ROOT).map(|_| ()),
+        e.symlink(Ino::ROOT, b"d", b"target", &ROOT).map(|_| ()),
+        e.create(Ino::ROOT, b"e", 0o644, rw(), &ROOT).map(|_| ()),
+    ] {
+        assert!(is_quota(&r), "{r:?}");
+    }
+    let now = e.stats();
+    assert_eq!((now.used_bytes, now.nodes), (stats.used_bytes, stats.nodes));
+    assert_eq!(names(&e, Ino::ROOT), ["a"]);
+    assert_eq!(now.refusals.quota, 4);
+    invariants(&e);
+}
+
+#[test]
+fn rename_to_a_longer_name_needs_quota() {
+    // After the root and `x`, 350 bytes are left: a 200-byte name fits
+    // (charged before the old name is released), a 255-byte one does not.
+    let e = engine(2 * scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 350, StoragePolicy::Auto);
+    e.mknod(Ino::ROOT, b"x", libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
+    let long = [b'y'; 255];
+    let r = e.rename(Ino::ROOT, b"x", Ino::ROOT, &long, RenameMode::Replace);
+    assert!(is_quota(&r), "{r:?}");
+    assert_eq!(names(&e, Ino::ROOT), ["x"]);
+    e.rename(Ino::ROOT, b"x", Ino::ROOT, &long[..200], RenameMode::Replace).unwrap();
+    invariants(&e);
+}
+
+#[test]
+fn node_limit_is_enforced_on_every_kind_of_creation() {
+    let mut cfg = config(64 << 20, StoragePolicy::Auto);
+    cfg.max_nodes = Some(3); // the root plus two
+    let e = Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    let (f, fh) = file_with(&e, Ino::ROOT, "f", b"x");
+    e.release(fh).unwrap();
+    let limit = NoSpaceCause::Nodes { limit: 3 };
+    assert_eq!(e.mkdir(Ino::ROOT, b"d2", 0o755, &ROOT), Err(FsError::NoSpace(limit)));
+    assert_eq!(e.symlink(Ino::ROOT, b"l", b"t", &ROOT), Err(FsError::NoSpace(limit)));
+    assert_eq!(e.mknod(Ino::ROOT, b"p", libc::S_IFIFO | 0o644, 0, &ROOT), Err(FsError::NoSpace(limit)));
+    // A hard link is not a new node.
+    e.link(f, Ino::ROOT, b"f2").unwrap();
+    assert_eq!(e.statfs().files, 3);
+    assert_eq!(e.statfs().ffree, 0);
+    assert_eq!(e.stats().refusals.nodes, 3);
+    e.rmdir(Ino::ROOT, b"d").unwrap();
+    // The node is gone only once the kernel forgets it.
+    assert!(e.mknod(Ino::ROOT, b"p", libc::S_IFIFO | 0o644, 0, &ROOT).is_err());
+    e.forget(d, 1);
+    e.mknod(Ino::ROOT, b"p", libc::S_IFIFO | 0o644, 0, &ROOT).unwrap();
+    invariants(&e);
+}
+
+#[test]
+fn xattr_limits_and_flags() {
+    let e = engine(64 << 20, StoragePolicy::Auto);
+    let (ino, _) = file_with(&e, Ino::ROOT, "f", b"");
+    assert_eq!(e.setxattr(ino, b"user.a", b"1", XattrSet::Replace), Err(FsError::NoData));
+    e.setxattr(ino, b"user.a", b"1", XattrSet::Create).unwrap();
+    assert_eq!(e.setxattr(ino, b"user.a", b"2", XattrSet::Create), Err(FsError::Exists));
+    e.setxattr(ino, b"user.a", b"2", XattrSet::Replace).unwrap();
+    assert_eq!(e.getxattr(ino, b"user.a").unwrap(), b"2");
+    let name_255: Vec<u8> = b"user.".iter().copied().chain(std::iter::repeat_n(b'n', 250)).collect();
+    e.setxattr(ino, &name_255, &[7u8; 65536], XattrSet::Upsert).unwrap();
+    let name_256: Vec<u8> = b"user.".iter().copied().chain(std::iter::repeat_n(b'n', 251)).collect();
+    assert_eq!(e.setxattr(ino, &name_256, b"", XattrSet::Upsert), Err(FsError::Range));
+    assert_eq!(e.setxattr(ino, b"user.big", &[0u8; 65537], XattrSet::Upsert), Err(FsError::TooBig));
+    assert_eq!(e.setxattr(ino, b"nonamespace", b"", XattrSet::Upsert), Err(FsError::NotSupported));
+    assert_eq!(e.setxattr(ino, b"system.posix_acl_access", b"", XattrSet::Upsert), Err(FsError::NotSupported));
+    let mut list = e.listxattr(ino).unwrap();
+    list.sort_unstable();
+    assert_eq!(list.iter().filter(|&&b| b == 0).count(), 2);
+    e.removexattr(ino, b"user.a").unwrap();
+    assert_eq!(e.getxattr(ino, b"user.a"), Err(FsError::NoData));
+    assert_eq!(e.removexattr(ino, b"user.a"), Err(FsError::NoData));
+    invariants(&e);
+}
+
+fn guarded(mode: GuardMode, action: GuardAction, quota: u64, probe: &FakeProbe) -> Result<Engine, FsError> {
+    let mut cfg = config(quota, StoragePolicy::Auto);
+    cfg.guard = GuardConfig { mode, action, interval: Duration::ZERO, headroom: 1000 };
+    Engine::with_probe(cfg, Box::new(probe.clone()))
+}
+
+#[test]
+fn guard_refuses_a_quota_larger_than_memory_at_creation() {
+    let probe = FakeProbe::new(10_000_000);
+    let r = guarded(GuardMode::Init, GuardAction::Deny, 20_000_000, &probe);
+    assert!(matches!(r, Err(FsError::NoSpace(NoSpaceCause::MemoryGuard { requested: 20_000_000, .. }))));
+    let e = guarded(GuardMode::Init, GuardAction::Warn, 20_000_000, &probe).unwrap();
+    assert_eq!(e.stats().guard_warnings, 1);
+    assert!(guarded(GuardMode::None, GuardAction::Deny, 20_000_000, &probe).is_ok());
+    assert!(guarded(GuardMode::PerWrite, GuardAction::Deny, 20_000_000, &probe).is_err());
+}
+
+#[test]
+fn per_write_guard_refuses_when_memory_runs_short() {
+    let probe = FakeProbe::new(100 << 20);
+    let e = guarded(GuardMode::PerWrite, GuardAction::Deny, 64 << 20, &probe).unwrap();
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 1 << 20]);
+    // The host runs short: only 500 kB left.
+    probe.set(500_000);
+    let r = e.write(fh, 1 << 20, &[2u8; 1 << 20], W);
+    assert!(matches!(r, Err(FsError::NoSpace(NoSpaceCause::MemoryGuard { .. }))), "{r:?}");
+    assert_eq!(e.getattr(ino).unwrap().size, 1 << 20, "nothing changed");
+    assert_eq!(e.stats().refusals.memory_guard, 1);
+    // Reads and in-place overwrites still work.
+    e.write(fh, 0, &[3u8; 4096], W).unwrap();
+    probe.set(100 << 20);
+    e.write(fh, 1 << 20, &[2u8; 1 << 20], W).unwrap();
+    e.release(fh).unwrap();
+    invariants(&e);
+
+    let probe = FakeProbe::new(100 << 20);
+    let warn = guarded(GuardMode::PerWrite, GuardAction::Warn, 64 << 20, &probe).unwrap();
+    let (_, fh) = file_with(&warn, Ino::ROOT, "f", b"");
+    probe.set(0);
+    warn.write(fh, 0, &[1u8; 1000], W).unwrap();
+    assert_eq!(warn.stats().refusals.memory_guard, 0);
+    assert!(warn.stats().guard_warnings >= 1);
+}

@@ -1,0 +1,317 @@
+//! Names through the engine's inode API: lookup, create, link counts,
+//! unlink/rmdir, rename with its flags and edge cases, readdir cursors, and
+//! the lifetime of unlinked-but-open and forgotten inodes.
+
+mod common;
+
+use common::*;
+use scratchfs::{FileKind, FsError, Ino, OpenFlags, RenameMode, StoragePolicy, WriteOptions};
+
+const Q: u64 = 64 << 20;
+
+#[test]
+fn names_are_bytes_up_to_255() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let weird: Vec<u8> = (1..=255u8).filter(|&b| b != b'/').collect();
+    let attr = e.mknod(Ino::ROOT, &weird, libc::S_IFREG | 0o600, 0, &ROOT).unwrap();
+    assert_eq!(e.lookup(Ino::ROOT, &weird).unwrap().ino, attr.ino);
+    let long = vec![b'x'; 255];
+    e.mkdir(Ino::ROOT, &long, 0o755, &ROOT).unwrap();
+    assert_eq!(e.mkdir(Ino::ROOT, &[b'x'; 256], 0o755, &ROOT), Err(FsError::NameTooLong));
+    assert_eq!(e.lookup(Ino::ROOT, &[b'x'; 256]), Err(FsError::NameTooLong));
+    for bad in [&b""[..], b".", b"..", b"a/b", b"nul\0"] {
+        assert_eq!(e.mkdir(Ino::ROOT, bad, 0o755, &ROOT), Err(FsError::InvalidArgument), "{bad:?}");
+    }
+    // `.` and `..` resolve.
+    let sub = e.mkdir(Ino::ROOT, b"sub", 0o755, &ROOT).unwrap().ino;
+    assert_eq!(e.lookup(sub, b".").unwrap().ino, sub);
+    assert_eq!(e.lookup(sub, b"..").unwrap().ino, Ino::ROOT);
+    assert_eq!(e.lookup(Ino::ROOT, b"..").unwrap().ino, Ino::ROOT);
+    invariants(&e);
+}
+
+#[test]
+fn every_node_kind_can_be_created() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let kinds = [
+        (libc::S_IFREG, FileKind::RegularFile),
+        (libc::S_IFIFO, FileKind::NamedPipe),
+        (libc::S_IFSOCK, FileKind::Socket),
+        (libc::S_IFCHR, FileKind::CharDevice),
+        (libc::S_IFBLK, FileKind::BlockDevice),
+    ];
+    for (i, (bits, kind)) in kinds.iter().enumerate() {
+        let a = e.mknod(Ino::ROOT, format!("n{i}").as_bytes(), bits | 0o640, 0x0801, &USER).unwrap();
+        assert_eq!(a.kind, *kind);
+        assert_eq!(a.perm, 0o640);
+        assert_eq!((a.uid, a.gid), (1000, 1000));
+        let dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+        assert_eq!(a.rdev, if dev { 0x0801 } else { 0 });
+    }
+    let l = e.symlink(Ino::ROOT, b"link", b"/some/where", &ROOT).unwrap();
+    assert_eq!((l.kind, l.size), (FileKind::Symlink, 11));
+    assert_eq!(e.readlink(l.ino).unwrap(), b"/some/where");
+    assert_eq!(e.symlink(Ino::ROOT, b"l2", &[b'a'; 4096], &ROOT), Err(FsError::NameTooLong));
+    assert_eq!(e.mknod(Ino::ROOT, b"d", libc::S_IFDIR | 0o755, 0, &ROOT), Err(FsError::InvalidArgument));
+    assert_eq!(e.mknod(Ino::ROOT, b"n0", libc::S_IFREG | 0o755, 0, &ROOT), Err(FsError::Exists));
+    invariants(&e);
+}
+
+#[test]
+fn link_counts_follow_links_and_subdirectories() {
+    let e = engine(Q, StoragePolicy::Auto);
+    assert_eq!(e.getattr(Ino::ROOT).unwrap().nlink, 2);
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    assert_eq!(e.getattr(Ino::ROOT).unwrap().nlink, 3);
+    e.mkdir(d, b"e", 0o755, &ROOT).unwrap();
+    assert_eq!(e.getattr(d).unwrap().nlink, 3);
+    let (f, fh) = file_with(&e, d, "f", b"x");
+    e.release(fh).unwrap();
+    let a = e.link(f, Ino::ROOT, b"f2").unwrap();
+    assert_eq!(a.nlink, 2);
+    assert_eq!(e.link(d, Ino::ROOT, b"dirlink"), Err(FsError::NotPermitted));
+    assert_eq!(e.link(f, Ino::ROOT, b"f2"), Err(FsError::Exists));
+    e.unlink(d, b"f").unwrap();
+    assert_eq!(e.getattr(f).unwrap().nlink, 1);
+    assert_eq!(e.rmdir(Ino::ROOT, b"d"), Err(FsError::NotEmpty));
+    e.rmdir(d, b"e").unwrap();
+    assert_eq!(e.getattr(d).unwrap().nlink, 2);
+    assert_eq!(e.unlink(Ino::ROOT, b"d"), Err(FsError::IsDir));
+    assert_eq!(e.rmdir(Ino::ROOT, b"f2"), Err(FsError::NotDir));
+    e.rmdir(Ino::ROOT, b"d").unwrap();
+    assert_eq!(e.getattr(Ino::ROOT).unwrap().nlink, 2);
+    // Creating in a removed directory fails.
+    assert_eq!(e.mkdir(d, b"late", 0o755, &ROOT), Err(FsError::NotFound));
+    invariants(&e);
+}
+
+#[test]
+fn setgid_directory_passes_its_group_down() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let d = e.mkdir(Ino::ROOT, b"shared", 0o2775, &ROOT).unwrap().ino;
+    let sub = e.mkdir(d, b"sub", 0o755, &USER).unwrap();
+    assert_eq!((sub.gid, sub.perm & 0o2000), (0, 0o2000));
+    let f = e.mknod(d, b"f", libc::S_IFREG | 0o644, 0, &USER).unwrap();
+    assert_eq!((f.uid, f.gid), (1000, 0));
+}
+
+#[test]
+fn rename_replaces_files_and_empty_directories() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let (a, fa) = file_with(&e, Ino::ROOT, "a", b"AAA");
+    let (b, fb) = file_with(&e, Ino::ROOT, "b", b"BBBB");
+    e.rename(Ino::ROOT, b"a", Ino::ROOT, b"b", RenameMode::Replace).unwrap();
+    assert_eq!(e.lookup(Ino::ROOT, b"b").unwrap().ino, a);
+    assert_eq!(e.lookup(Ino::ROOT, b"a"), Err(FsError::NotFound));
+    // The replaced file lives on while open, with nlink 0.
+    assert_eq!(e.getattr(b).unwrap().nlink, 0);
+    assert_eq!(content(&e, fb), b"BBBB");
+    e.release(fb).unwrap();
+    e.forget(b, 1);
+    assert_eq!(e.getattr(b), Err(FsError::NotFound));
+    e.release(fa).unwrap();
+
+    let d1 = e.mkdir(Ino::ROOT, b"d1", 0o755, &ROOT).unwrap().ino;
+    let d2 = e.mkdir(Ino::ROOT, b"d2", 0o755, &ROOT).unwrap().ino;
+    assert_eq!(e.rename(Ino::ROOT, b"b", Ino::ROOT, b"d1", RenameMode::Replace), Err(FsError::IsDir));
+    assert_eq!(e.rename(Ino::ROOT, b"d1", Ino::ROOT, b"b", RenameMode::Replace), Err(FsError::NotDir));
+    e.mkdir(d2, b"inner", 0o755, &ROOT).unwrap();
+    assert_eq!(e.rename(Ino::ROOT, b"d1", Ino::ROOT, b"d2", RenameMode::Replace), Err(FsError::NotEmpty));
+    e.rmdir(d2, b"inner").unwrap();
+    let nlink_root = e.getattr(Ino::ROOT).unwrap().nlink;
+    e.rename(Ino::ROOT, b"d1", Ino::ROOT, b"d2", RenameMode::Replace).unwrap();
+    assert_eq!(e.getattr(Ino::ROOT).unwrap().nlink, nlink_root - 1);
+    assert_eq!(e.lookup(Ino::ROOT, b"d2").unwrap().ino, d1);
+    assert_eq!(e.getattr(d2).unwrap().nlink, 0);
+    invariants(&e);
+}
+
+#[test]
+fn rename_moves_directories_between_parents() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let p1 = e.mkdir(Ino::ROOT, b"p1", 0o755, &ROOT).unwrap().ino;
+    let p2 = e.mkdir(Ino::ROOT, b"p2", 0o755, &ROOT).unwrap().ino;
+    let c = e.mkdir(p1, b"c", 0o755, &ROOT).unwrap().ino;
+    e.rename(p1, b"c", p2, b"moved", RenameMode::Replace).unwrap();
+    assert_eq!(e.getattr(p1).unwrap().nlink, 2);
+    assert_eq!(e.getattr(p2).unwrap().nlink, 3);
+    assert_eq!(e.lookup(c, b"..").unwrap().ino, p2);
+    let mut dotdot = None;
+    e.readdir(c, 0, |d| {
+        if d.name == b".." {
+            dotdot = Some(d.ino);
+        }
+        false
+    })
+    .unwrap();
+    assert_eq!(dotdot, Some(p2));
+    invariants(&e);
+}
+
+#[test]
+fn rename_refuses_to_move_a_directory_into_itself() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let a = e.mkdir(Ino::ROOT, b"a", 0o755, &ROOT).unwrap().ino;
+    let b = e.mkdir(a, b"b", 0o755, &ROOT).unwrap().ino;
+    let c = e.mkdir(b, b"c", 0o755, &ROOT).unwrap().ino;
+    assert_eq!(e.rename(Ino::ROOT, b"a", c, b"a", RenameMode::Replace), Err(FsError::InvalidArgument));
+    assert_eq!(e.rename(Ino::ROOT, b"a", a, b"x", RenameMode::Replace), Err(FsError::InvalidArgument));
+    assert_eq!(e.rename(Ino::ROOT, b"a", c, b"x", RenameMode::Exchange), Err(FsError::NotFound));
+    // Replacing an ancestor of the source: it is not empty.
+    assert_eq!(e.rename(b, b"c", Ino::ROOT, b"a", RenameMode::Replace), Err(FsError::NotEmpty));
+    assert_eq!(e.rename(b, b"c", Ino::ROOT, b"a", RenameMode::Exchange), Err(FsError::InvalidArgument));
+    // Moving a directory up is fine.
+    e.rename(b, b"c", Ino::ROOT, b"c", RenameMode::Replace).unwrap();
+    assert_eq!(e.lookup(c, b"..").unwrap().ino, Ino::ROOT);
+    invariants(&e);
+}
+
+#[test]
+fn rename_noreplace_and_exchange() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let (x, f) = file_with(&e, Ino::ROOT, "x", b"x");
+    e.release(f).unwrap();
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    let sub = e.mkdir(Ino::ROOT, b"sub", 0o755, &ROOT).unwrap().ino;
+    assert_eq!(e.rename(Ino::ROOT, b"x", Ino::ROOT, b"d", RenameMode::NoReplace), Err(FsError::Exists));
+    e.rename(Ino::ROOT, b"x", sub, b"y", RenameMode::NoReplace).unwrap();
+    assert_eq!(e.lookup(sub, b"y").unwrap().ino, x);
+    // Exchange a file in `sub` with a directory in the root.
+    let root_links = e.getattr(Ino::ROOT).unwrap().nlink;
+    e.rename(sub, b"y", Ino::ROOT, b"d", RenameMode::Exchange).unwrap();
+    assert_eq!(e.lookup(sub, b"y").unwrap().ino, d);
+    assert_eq!(e.lookup(Ino::ROOT, b"d").unwrap().ino, x);
+    assert_eq!(e.lookup(d, b"..").unwrap().ino, sub);
+    assert_eq!(e.getattr(Ino::ROOT).unwrap().nlink, root_links - 1);
+    assert_eq!(e.getattr(sub).unwrap().nlink, 3);
+    assert_eq!(e.rename(sub, b"y", Ino::ROOT, b"nothing", RenameMode::Exchange), Err(FsError::NotFound));
+    // Renaming a name onto another name of the same inode does nothing.
+    e.link(x, Ino::ROOT, b"x2").unwrap();
+    e.rename(Ino::ROOT, b"d", Ino::ROOT, b"x2", RenameMode::Replace).unwrap();
+    assert_eq!(e.lookup(Ino::ROOT, b"d").unwrap().ino, x);
+    assert_eq!(e.getattr(x).unwrap().nlink, 2);
+    invariants(&e);
+}
+
+#[test]
+fn readdir_cursor_is_stable_under_concurrent_insert_and_remove() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    let keep: Vec<String> = (0..2000).map(|i| format!("keep{i:05}")).collect();
+    for n in &keep {
+        e.mknod(d, n.as_bytes(), libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
+    }
+    std::thread::scope(|s| {
+        let churn = s.spawn(|| {
+            for round in 0..20 {
+                for i in 0..200 {
+                    let n = format!("tmp{round}-{i}");
+                    e.mknod(d, n.as_bytes(), libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
+                }
+                for i in 0..200 {
+                    e.unlink(d, format!("tmp{round}-{i}").as_bytes()).unwrap();
+                }
+            }
+        });
+        for _ in 0..20 {
+            // Read in small batches, resuming from the last cookie each time.
+            let mut seen = Vec::new();
+            let mut cookie = 0;
+            loop {
+                let mut batch = 0;
+                e.readdir(d, cookie, |ent| {
+                    batch += 1;
+                    cookie = ent.cookie;
+                    seen.push(String::from_utf8_lossy(ent.name).into_owned());
+                    batch == 37
+                })
+                .unwrap();
+                if batch < 37 {
+                    break;
+                }
+            }
+            let survivors: Vec<&String> = seen.iter().filter(|n| n.starts_with("keep")).collect();
+            assert_eq!(survivors.len(), keep.len(), "each survivor exactly once");
+            assert!(survivors.iter().zip(&keep).all(|(a, b)| *a == b));
+        }
+        churn.join().unwrap();
+    });
+    invariants(&e);
+}
+
+#[test]
+fn unlinked_open_file_lives_until_release_and_forget() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let base = e.stats().used_bytes;
+    let (ino, fh) = file_with(&e, Ino::ROOT, "victim", &[7u8; 100_000]);
+    let fh2 = e.open(ino, OpenFlags { read: true, ..OpenFlags::default() }, &ROOT).unwrap();
+    e.unlink(Ino::ROOT, b"victim").unwrap();
+    assert_eq!(e.lookup(Ino::ROOT, b"victim"), Err(FsError::NotFound));
+    // Still readable and writable through the handles and the inode.
+    e.write(fh, 100_000, b"tail", WriteOptions::default()).unwrap();
+    assert_eq!(content(&e, fh2).len(), 100_004);
+    assert_eq!(e.getattr(ino).unwrap().nlink, 0);
+    assert!(e.stats().used_bytes > base + 100_000);
+    e.release(fh).unwrap();
+    e.release(fh2).unwrap();
+    assert!(e.getattr(ino).is_ok(), "the kernel still holds a lookup reference");
+    e.forget(ino, 1);
+    assert_eq!(e.getattr(ino), Err(FsError::NotFound));
+    assert_eq!(e.stats().used_bytes, base, "every byte given back");
+    assert_eq!(e.open_handles(), 0);
+    invariants(&e);
+}
+
+#[test]
+fn forgotten_inode_with_links_stays_and_lookups_are_counted() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", b"data");
+    e.release(fh).unwrap();
+    e.lookup(Ino::ROOT, b"f").unwrap();
+    e.lookup(Ino::ROOT, b"f").unwrap();
+    e.forget(ino, 3);
+    assert!(e.getattr(ino).is_ok(), "still linked");
+    e.lookup(Ino::ROOT, b"f").unwrap();
+    e.unlink(Ino::ROOT, b"f").unwrap();
+    assert!(e.getattr(ino).is_ok(), "one lookup reference left");
+    e.forget(ino, 1);
+    assert_eq!(e.getattr(ino), Err(FsError::NotFound));
+    invariants(&e);
+}
+
+#[test]
+fn create_opens_existing_unless_exclusive() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", b"hello");
+    e.release(fh).unwrap();
+    let excl = OpenFlags { exclusive: true, ..rw() };
+    assert!(matches!(e.create(Ino::ROOT, b"f", 0o644, excl, &ROOT), Err(FsError::Exists)));
+    let (a, fh) = e.create(Ino::ROOT, b"f", 0o644, OpenFlags { truncate: true, ..rw() }, &ROOT).unwrap();
+    assert_eq!((a.ino, a.size), (ino, 0));
+    e.release(fh).unwrap();
+    assert!(names(&e, Ino::ROOT).contains(&"f".to_string()));
+}
+
+#[test]
+fn times_follow_posix_rules() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let (f, fh) = file_with(&e, d.ino, "f", b"");
+    let d2 = e.getattr(d.ino).unwrap();
+    assert!(d2.mtime > d.mtime && d2.ctime > d.ctime, "creating updates the directory");
+    let a1 = e.getattr(f).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    e.write(fh, 0, b"x", WriteOptions::default()).unwrap();
+    let a2 = e.getattr(f).unwrap();
+    assert!(a2.mtime > a1.mtime && a2.ctime > a1.ctime);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    e.link(f, Ino::ROOT, b"f2").unwrap();
+    let a3 = e.getattr(f).unwrap();
+    assert!(a3.ctime > a2.ctime && a3.mtime == a2.mtime, "link changes ctime only");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    e.rename(d.ino, b"f", Ino::ROOT, b"g", RenameMode::Replace).unwrap();
+    let a4 = e.getattr(f).unwrap();
+    assert!(a4.ctime > a3.ctime, "rename changes the ctime of the moved inode");
+    e.release(fh).unwrap();
+}
