@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mount;
+pub mod tree;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,356 @@
+//! Command-line arguments, and the merging of `-o key=value` mount options
+//! (tmpfs style, and what `mount.fuse3` passes from `/etc/fstab`) into the
+//! same settings. An explicit flag wins over the same setting given in `-o`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::units::{SizeSpec, parse_count, parse_duration, parse_mode, parse_size};
+use crate::engine::{GuardAction, GuardMode, StoragePolicy};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scratchfs",
+    version,
+    about = "An in-memory scratch filesystem with a hard quota, mounted through FUSE",
+    long_about = "Mounts an in-memory filesystem at MOUNTPOINT and returns once it is ready; \
+                  the daemon keeps serving until it is unmounted (umount, fusermount3 -u, SIGTERM). \
+                  Every byte it holds is charged to the quota first: a write that does not fit fails \
+                  with 'No space left on device' and changes nothing.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub mount: MountArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a mounted scratchfs's quota, nodes, storage shapes, promotions and refusals.
+    Stats(StatsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// A scratchfs mount point.
+    pub mountpoint: PathBuf,
+    /// Print JSON (the same document the mount root's `user.scratchfs.stats` xattr holds).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StorageArg {
+    Auto,
+    Sequential,
+    RandomAccess,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GuardModeArg {
+    None,
+    Init,
+    PerWrite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GuardActionArg {
+    Deny,
+    Warn,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// `[SOURCE] MOUNTPOINT`: the directory to mount on. A source name
+    /// before it (as mount.fuse3 passes from /etc/fstab) is shown in the mount table.
+    #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2, required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Hard quota: bytes with K/M/G/T suffixes (powers of 1024) or a percentage of
+    /// available memory ("25%"). Default: 50% of available memory (cgroup-aware).
+    #[arg(short, long, value_parser = parse_size)]
+    pub size: Option<SizeSpec>,
+    /// Node limit (k/m suffixes: powers of 1024). Default: only the quota limits nodes.
+    #[arg(short = 'n', long, value_parser = parse_count)]
+    pub max_nodes: Option<u64>,
+    /// Storage shape of new files [default: auto].
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageArg>,
+    /// Files larger than this are never promoted to random-access storage [default: 512M].
+    #[arg(long, value_parser = parse_size)]
+    pub promotion_limit: Option<SizeSpec>,
+    /// When the memory guard checks available memory [default: per-write].
+    #[arg(long, value_enum)]
+    pub memory_guard: Option<GuardModeArg>,
+    /// What the memory guard does when memory is short [default: deny].
+    #[arg(long, value_enum)]
+    pub guard_action: Option<GuardActionArg>,
+    /// Longest age of the guard's cached memory reading [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub guard_interval: Option<Duration>,
+    /// Memory the guard keeps free for everything that is not file data [default: 32M].
+    #[arg(long, value_parser = parse_size)]
+    pub guard_headroom: Option<SizeSpec>,
+    /// Request-handling threads [default: number of CPUs].
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Stay in the foreground (logs go to stderr).
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: size=, nr_inodes=, mode=, uid=, gid=, allow_other, ro,
+    /// the options above as key=value, and the kernel flags suid/nosuid, dev/nodev,
+    /// exec/noexec, atime/noatime.
+    #[arg(short = 'o', value_name = "OPT,...")]
+    pub options: Vec<String>,
+    /// Let other users in (file permissions still apply).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Permission bits of the root directory, octal [default: 1777].
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<u32>,
+    /// Owner of the root directory [default: the caller].
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of the root directory [default: the caller's group].
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Append the daemon's log to this file (otherwise it goes to stderr).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Write the daemon's process id to this file once the mount is ready.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Do not ask fusermount3 to unmount if the daemon dies.
+    #[arg(long)]
+    pub no_auto_unmount: bool,
+    /// Test hook: make requests naming this entry panic.
+    #[arg(long, hide = true)]
+    pub test_panic_on_name: Option<String>,
+}
+
+/// Every setting, defaults not yet applied where they depend on the machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    pub source: Option<String>,
+    pub mountpoint: PathBuf,
+    pub size: Option<SizeSpec>,
+    pub max_nodes: Option<u64>,
+    pub storage: Option<StoragePolicy>,
+    pub promotion_limit: Option<SizeSpec>,
+    pub guard_mode: Option<GuardMode>,
+    pub guard_action: Option<GuardAction>,
+    pub guard_interval: Option<Duration>,
+    pub guard_headroom: Option<SizeSpec>,
+    pub threads: Option<usize>,
+    pub foreground: bool,
+    pub allow_other: bool,
+    pub read_only: bool,
+    pub suid: bool,
+    pub dev: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub auto_unmount: bool,
+    pub panic_on_name: Option<String>,
+}
+
+fn storage(s: StorageArg) -> StoragePolicy {
+    match s {
+        StorageArg::Auto => StoragePolicy::Auto,
+        StorageArg::Sequential => StoragePolicy::Sequential,
+        StorageArg::RandomAccess => StoragePolicy::RandomAccess,
+    }
+}
+
+fn guard_mode(m: GuardModeArg) -> GuardMode {
+    match m {
+        GuardModeArg::None => GuardMode::None,
+        GuardModeArg::Init => GuardMode::Init,
+        GuardModeArg::PerWrite => GuardMode::PerWrite,
+    }
+}
+
+fn guard_action(a: GuardActionArg) -> GuardAction {
+    match a {
+        GuardActionArg::Deny => GuardAction::Deny,
+        GuardActionArg::Warn => GuardAction::Warn,
+    }
+}
+
+fn parse_enum<T: ValueEnum>(key: &str, value: &str) -> Result<T, String> {
+    T::from_str(value, true).map_err(|_| {
+        let allowed: Vec<String> =
+            T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|v| v.get_name().to_owned()).collect();
+        format!("invalid value '{value}' for mount option {key}: expected one of {}", allowed.join(", "))
+    })
+}
+
+/// Applies one `-o` option to `s`.
+fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
+    let (key, value) = match opt.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim())),
+        None => (opt.trim(), None),
+    };
+    let need = |v: Option<&'a str>| v.ok_or_else(|| format!("mount option {key} needs a value ({key}=...)"));
+    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("invalid value '{v}' for mount option {key}"));
+    match key.replace('-', "_").as_str() {
+        "" => {}
+        "size" => s.size = Some(parse_size(need(value)?)?),
+        "nr_inodes" | "max_nodes" => s.max_nodes = Some(parse_count(need(value)?)?),
+        "mode" => s.mode = Some(parse_mode(need(value)?)?),
+        "uid" => s.uid = Some(num(need(value)?)?),
+        "gid" => s.gid = Some(num(need(value)?)?),
+        "storage" => s.storage = Some(storage(parse_enum(key, need(value)?)?)),
+        "promotion_limit" => s.promotion_limit = Some(parse_size(need(value)?)?),
+        "memory_guard" => s.guard_mode = Some(guard_mode(parse_enum(key, need(value)?)?)),
+        "guard_action" => s.guard_action = Some(guard_action(parse_enum(key, need(value)?)?)),
+        "guard_interval" => s.guard_interval = Some(parse_duration(need(value)?)?),
+        "guard_headroom" => s.guard_headroom = Some(parse_size(need(value)?)?),
+        "threads" => {
+            let v = need(value)?;
+            s.threads = Some(v.parse().map_err(|_| format!("invalid value '{v}' for mount option threads"))?);
+        }
+        "log_file" => s.log_file = Some(PathBuf::from(need(value)?)),
+        "pid_file" => s.pid_file = Some(PathBuf::from(need(value)?)),
+        "allow_other" => s.allow_other = true,
+        "ro" => s.read_only = true,
+        "rw" => s.read_only = false,
+        "suid" => s.suid = true,
+        "nosuid" => s.suid = false,
+        "dev" => s.dev = true,
+        "nodev" => s.dev = false,
+        "exec" => s.noexec = false,
+        "noexec" => s.noexec = true,
+        "noatime" => s.noatime = true,
+        "atime" | "relatime" | "strictatime" => s.noatime = false,
+        "foreground" => s.foreground = true,
+        "no_auto_unmount" => s.auto_unmount = false,
+        // Options mount(8) and fstab use that mean nothing to the daemon.
+        "defaults"
+        | "auto"
+        | "noauto"
+        | "user"
+        | "nouser"
+        | "users"
+        | "owner"
+        | "_netdev"
+        | "nofail"
+        | "async"
+        | "sync"
+        | "dirsync"
+        | "nodiratime"
+        | "diratime"
+        | "lazytime"
+        | "nolazytime"
+        | "default_permissions"
+        | "auto_unmount" => {}
+        k if k.starts_with("x_") || k.starts_with("comment") => {}
+        _ => return Err(format!("unknown mount option '{key}' (see scratchfs --help)")),
+    }
+    Ok(())
+}
+
+impl MountArgs {
+    /// The settings these arguments ask for: `-o` options first, explicit flags on top.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let (source, mountpoint) = match self.paths.as_slice() {
+            [mp] => (None, mp.clone()),
+            [src, mp] => (Some(src.to_string_lossy().into_owned()), mp.clone()),
+            _ => return Err("expected [SOURCE] MOUNTPOINT".to_owned()),
+        };
+        let mut s = Settings { source, mountpoint, auto_unmount: true, ..Settings::default() };
+        for group in &self.options {
+            for opt in group.split(',') {
+                apply_option(&mut s, opt)?;
+            }
+        }
+        s.size = self.size.or(s.size);
+        s.max_nodes = self.max_nodes.or(s.max_nodes);
+        s.storage = self.storage.map(storage).or(s.storage);
+        s.promotion_limit = self.promotion_limit.or(s.promotion_limit);
+        s.guard_mode = self.memory_guard.map(guard_mode).or(s.guard_mode);
+        s.guard_action = self.guard_action.map(guard_action).or(s.guard_action);
+        s.guard_interval = self.guard_interval.or(s.guard_interval);
+        s.guard_headroom = self.guard_headroom.or(s.guard_headroom);
+        s.threads = self.threads.or(s.threads);
+        s.mode = self.mode.or(s.mode);
+        s.uid = self.uid.or(s.uid);
+        s.gid = self.gid.or(s.gid);
+        s.log_file = self.log_file.clone().or(s.log_file.take());
+        s.pid_file = self.pid_file.clone().or(s.pid_file.take());
+        s.foreground |= self.foreground;
+        s.allow_other |= self.allow_other;
+        s.read_only |= self.read_only;
+        if self.no_auto_unmount {
+            s.auto_unmount = false;
+        }
+        s.panic_on_name.clone_from(&self.test_panic_on_name);
+        if s.threads == Some(0) {
+            return Err("invalid thread count 0: need at least one request-handling thread".to_owned());
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("scratchfs").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        cli.mount.settings()
+    }
+
+    #[test]
+    fn fstab_style_invocation() {
+        let s = settings(&["none", "/mnt/x", "-o", "rw,size=1G,nr_inodes=100k,mode=0755,uid=5,allow_other,noauto"])
+            .unwrap();
+        assert_eq!(s.source.as_deref(), Some("none"));
+        assert_eq!(s.mountpoint, PathBuf::from("/mnt/x"));
+        assert_eq!(s.size, Some(SizeSpec::Bytes(1 << 30)));
+        assert_eq!(s.max_nodes, Some(102_400));
+        assert_eq!((s.mode, s.uid, s.allow_other), (Some(0o755), Some(5), true));
+    }
+
+    #[test]
+    fn flags_win_over_options() {
+        let s = settings(&["/m", "-o", "size=1G,storage=sequential", "--size", "64M"]).unwrap();
+        assert_eq!(s.size, Some(SizeSpec::Bytes(64 << 20)));
+        assert_eq!(s.storage, Some(StoragePolicy::Sequential));
+        let s = settings(&["-o", "memory_guard=init,guard-action=warn,guard_interval=250ms", "/m"]).unwrap();
+        assert_eq!(s.guard_mode, Some(GuardMode::Init));
+        assert_eq!(s.guard_action, Some(GuardAction::Warn));
+        assert_eq!(s.guard_interval, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_reason() {
+        assert!(settings(&["/m", "-o", "sise=1G"]).unwrap_err().contains("unknown mount option 'sise'"));
+        assert!(settings(&["/m", "-o", "size"]).unwrap_err().contains("needs a value"));
+        assert!(settings(&["/m", "-o", "storage=fast"]).unwrap_err().contains("expected one of"));
+        assert!(settings(&["/m", "--size", "lots"]).unwrap_err().contains("invalid size 'lots'"));
+        assert!(settings(&["/m", "-t", "0"]).unwrap_err().contains("thread"));
+        assert!(settings(&[]).is_err());
+    }
+
+    #[test]
+    fn stats_subcommand() {
+        let cli = Cli::try_parse_from(["scratchfs", "stats", "/mnt/x", "--json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Stats(StatsArgs { json: true, .. }))));
+    }
+}

@@ -1,0 +1,288 @@
+//! Turning settings into a running daemon: checks that fail early with a
+//! clear message, the fork into the background with a readiness pipe (the
+//! command returns only once the mount is usable), and signal handling
+//! (SIGINT, SIGTERM, SIGHUP unmount cleanly).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::Settings;
+use super::units::{SizeSpec, human_bytes};
+use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, MemoryProbe, NoSpaceCause};
+use crate::fuse::mount::{MountConfig, is_mounted, unmount};
+use crate::fuse::{AdapterOptions, FuseFs};
+
+/// How long a signalled daemon waits for a busy, detached mount to be
+/// released before it exits anyway.
+const GRACE: Duration = Duration::from_millis(1500);
+
+/// What the daemon needs, every default resolved.
+pub struct Plan {
+    pub engine: EngineConfig,
+    pub mount: MountConfig,
+    pub threads: usize,
+    pub foreground: bool,
+    pub log_file: Option<std::path::PathBuf>,
+    pub pid_file: Option<std::path::PathBuf>,
+    pub adapter: AdapterOptions,
+}
+
+/// Memory available to this process (cgroup-aware), for percentage sizes.
+fn available_memory() -> Result<u64, String> {
+    crate::engine::SystemProbe::new()
+        .and_then(|p| p.read())
+        .map(|r| r.available)
+        .ok_or_else(|| "cannot read available memory: give --size in bytes (e.g. 1G)".to_owned())
+}
+
+impl Plan {
+    /// Resolves defaults and validates the mount point.
+    pub fn new(s: Settings) -> Result<Plan, String> {
+        let needs_memory = s.size.is_none_or(|z| matches!(z, SizeSpec::Percent(_)))
+            || [s.promotion_limit, s.guard_headroom].iter().any(|z| matches!(z, Some(SizeSpec::Percent(_))));
+        let available = if needs_memory { available_memory()? } else { 0 };
+        let max_bytes = s.size.unwrap_or(SizeSpec::Percent(50.0)).resolve(available);
+        if max_bytes < 64 * 1024 {
+            return Err(format!("a quota of {} is too small: give --size at least 64K", human_bytes(max_bytes)));
+        }
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let defaults = GuardConfig::default();
+        let mut engine = EngineConfig::with_quota(max_bytes);
+        engine.max_nodes = s.max_nodes;
+        engine.storage = s.storage.unwrap_or(engine.storage);
+        engine.promotion_limit = s.promotion_limit.map_or(engine.promotion_limit, |z| z.resolve(available));
+        engine.guard = GuardConfig {
+            mode: s.guard_mode.unwrap_or(defaults.mode),
+            action: s.guard_action.unwrap_or(defaults.action),
+            interval: s.guard_interval.unwrap_or(defaults.interval),
+            headroom: s.guard_headroom.map_or(defaults.headroom, |z| z.resolve(available)),
+        };
+        engine.root_mode = s.mode.unwrap_or(0o1777);
+        engine.root_uid = s.uid.unwrap_or(euid);
+        engine.root_gid = s.gid.unwrap_or(egid);
+        let mp = &s.mountpoint;
+        match std::fs::metadata(mp) {
+            Err(_) => {
+                return Err(format!(
+                    "mount point {} does not exist: create it first (mkdir -p {})",
+                    mp.display(),
+                    mp.display()
+                ));
+            }
+            Ok(m) if !m.is_dir() => return Err(format!("mount point {} is not a directory", mp.display())),
+            Ok(_) => {}
+        }
+        let mountpoint = mp.canonicalize().map_err(|e| format!("mount point {}: {e}", mp.display()))?;
+        if is_mounted(&mountpoint) {
+            return Err(format!(
+                "{} is already a mount point: unmount it first (umount {})",
+                mountpoint.display(),
+                mountpoint.display()
+            ));
+        }
+        if !Path::new("/dev/fuse").exists() {
+            return Err("/dev/fuse is missing: load the fuse module (modprobe fuse), or in a container \
+                        pass the device through (--device /dev/fuse)"
+                .to_owned());
+        }
+        let threads = s.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        Ok(Plan {
+            engine,
+            mount: MountConfig {
+                mountpoint,
+                fsname: s.source.filter(|x| !x.is_empty() && x != "none").unwrap_or_else(|| "scratchfs".to_owned()),
+                allow_other: s.allow_other,
+                read_only: s.read_only,
+                suid: s.suid,
+                dev: s.dev,
+                exec: !s.noexec,
+                noatime: s.noatime,
+                root_mode: s.mode.unwrap_or(0o1777),
+                auto_unmount: s.auto_unmount,
+            },
+            threads,
+            foreground: s.foreground,
+            log_file: s.log_file,
+            pid_file: s.pid_file,
+            adapter: AdapterOptions { panic_on_name: s.panic_on_name.map(String::into_bytes) },
+        })
+    }
+}
+
+/// A one-line explanation of why the engine could not be created.
+fn engine_error(e: &FsError, cfg: &EngineConfig) -> String {
+    match e {
+        FsError::NoSpace(NoSpaceCause::MemoryGuard { requested, available }) => format!(
+            "the quota ({}) is larger than the memory available to scratchfs ({}, after the guard's {} headroom): \
+             choose a smaller --size, or --guard-action warn to mount anyway",
+            human_bytes(*requested),
+            human_bytes(*available),
+            human_bytes(cfg.guard.headroom)
+        ),
+        other => format!("cannot create the filesystem: {other}"),
+    }
+}
+
+/// Mounts and serves; returns once the filesystem is unmounted (foreground)
+/// or once the background daemon reports the mount ready.
+pub fn run(plan: Plan) -> Result<(), String> {
+    let engine = Engine::new(plan.engine).map_err(|e| engine_error(&e, &plan.engine))?;
+    let engine = Arc::new(engine);
+    if plan.foreground { serve(engine, &plan, None) } else { daemonize(engine, &plan) }
+}
+
+fn daemonize(engine: Arc<Engine>, plan: &Plan) -> Result<(), String> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+    }
+    let _ = std::io::stderr().flush();
+    // SAFETY: the process is single-threaded here (no thread has been started yet).
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("cannot fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            // SAFETY: fds[0] is ours to close; fds[1] becomes the File.
+            unsafe { libc::close(fds[0]) };
+            let notify = unsafe { File::from_raw_fd(fds[1]) };
+            detach(plan);
+            let code = match serve(engine, plan, Some(notify)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        _child => {
+            // SAFETY: fds[1] belongs to the child now.
+            unsafe { libc::close(fds[1]) };
+            let mut pipe = unsafe { File::from_raw_fd(fds[0]) };
+            let mut msg = String::new();
+            let _ = pipe.read_to_string(&mut msg);
+            match msg.strip_prefix("ready") {
+                Some(_) => Ok(()),
+                None if msg.is_empty() => Err("the daemon exited before the mount was ready (see its log)".to_owned()),
+                None => Err(msg.trim().to_owned()),
+            }
+        }
+    }
+}
+
+/// Detaches the background daemon from the terminal: stdio to /dev/null,
+/// logs to `--log-file` or syslog.
+fn detach(plan: &Plan) {
+    match &plan.log_file {
+        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+            Ok(f) => super::log::to_file(f),
+            Err(e) => {
+                log::error!("cannot open log file {}: {e}; logging to syslog", path.display());
+                super::log::to_syslog();
+            }
+        },
+        None => super::log::to_syslog(),
+    }
+    // SAFETY: setsid/open/dup2/chdir are called with valid arguments.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..=2 {
+                libc::dup2(null, fd);
+            }
+            libc::close(null);
+        }
+        libc::chdir(c"/".as_ptr());
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Mounts, reports readiness, serves until unmounted.
+fn serve(engine: Arc<Engine>, plan: &Plan, mut notify: Option<File>) -> Result<(), String> {
+    let fail = |notify: &mut Option<File>, msg: String| {
+        if let Some(n) = notify.as_mut() {
+            let _ = writeln!(n, "{msg}");
+        }
+        Err(msg)
+    };
+    let mp = plan.mount.mountpoint.clone();
+    let mounted = match plan.mount.mount() {
+        Ok(m) => m,
+        Err(e) => return fail(&mut notify, format!("mounting on {} failed: {e}", mp.display())),
+    };
+    let auto_unmount = mounted.auto_unmount();
+    let fs = FuseFs::new(engine.clone(), plan.adapter.clone());
+    let (session, watcher) = match mounted.start(fs, plan.threads, plan.mount.allow_other) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = unmount(&mp);
+            return fail(&mut notify, format!("starting the FUSE session on {} failed: {e}", mp.display()));
+        }
+    };
+    // Block the shutdown signals here; the session's threads inherit the mask
+    // and a dedicated thread takes the signals synchronously.
+    let set = signal_set();
+    // SAFETY: set is initialised.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let signal_mp = mp.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: set is initialised; sig is a valid out pointer.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            log::info!("signal {sig}: unmounting {}", signal_mp.display());
+            if let Err(e) = unmount(&signal_mp) {
+                log::warn!("unmounting {} failed: {e}", signal_mp.display());
+            }
+            std::thread::sleep(GRACE);
+            log::warn!(
+                "{} is still in use after unmounting; exiting (its users now get ENOTCONN)",
+                signal_mp.display()
+            );
+            std::process::exit(0);
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let cfg = engine.config();
+    log::info!(
+        "scratchfs mounted on {}: quota {}, node limit {}, storage {:?}, guard {:?}/{:?}, {} threads{}",
+        mp.display(),
+        human_bytes(cfg.max_bytes),
+        cfg.max_nodes.map_or("none".to_owned(), |n| n.to_string()),
+        cfg.storage,
+        cfg.guard.mode,
+        cfg.guard.action,
+        plan.threads,
+        if auto_unmount { ", auto-unmount on" } else { "" }
+    );
+    if let Some(path) = &plan.pid_file
+        && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
+    {
+        log::warn!("cannot write pid file {}: {e}", path.display());
+    }
+    if let Some(mut n) = notify.take() {
+        let _ = n.write_all(b"ready\n");
+    }
+    let result = session.run();
+    drop(watcher);
+    log::info!("{} unmounted", mp.display());
+    result.map_err(|e| format!("FUSE session on {} ended with an error: {e}", mp.display()))
+}

@@ -1,0 +1,129 @@
+//! `scratchfs stats`: reads the report a daemon serves in the mount root's
+//! `user.scratchfs.stats` xattr and prints it for people or machines.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::args::StatsArgs;
+use super::units::human_bytes;
+use crate::fuse::STATS_XATTR;
+use crate::report::Report;
+
+fn get_xattr(path: &Path, name: &[u8]) -> std::io::Result<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
+    let n = CString::new(name).map_err(|_| std::io::Error::other("NUL in name"))?;
+    loop {
+        // SAFETY: a NULL buffer of size 0 asks for the value's size.
+        let size = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize + 256];
+        // SAFETY: buf is valid for buf.len() bytes.
+        let got = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) {
+            return Err(err);
+        }
+    }
+}
+
+/// Reads the report of the scratchfs mounted at `mountpoint`.
+pub fn fetch(mountpoint: &Path) -> Result<Report, String> {
+    let raw = get_xattr(mountpoint, STATS_XATTR).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENODATA | libc::ENOTSUP) => format!("{} is not a scratchfs mount point", mountpoint.display()),
+        Some(libc::ENOENT) => format!("{} does not exist", mountpoint.display()),
+        Some(libc::ENOTCONN) => format!("{}: the scratchfs daemon is gone (umount it)", mountpoint.display()),
+        _ => format!("cannot read stats from {}: {e}", mountpoint.display()),
+    })?;
+    Report::from_json(&raw).map_err(|e| format!("{}: unreadable stats ({e})", mountpoint.display()))
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 { "-".to_owned() } else { format!("{:.1}%", part as f64 * 100.0 / whole as f64) }
+}
+
+/// The human-readable report.
+pub fn render(r: &Report, mountpoint: &Path) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("scratchfs {} on {}", r.version, mountpoint.display()));
+    line(format!(
+        "  quota       {} used of {} ({}), {} free",
+        human_bytes(r.quota.used_bytes),
+        human_bytes(r.quota.max_bytes),
+        percent(r.quota.used_bytes, r.quota.max_bytes),
+        human_bytes(r.quota.max_bytes.saturating_sub(r.quota.used_bytes))
+    ));
+    line(match r.nodes.limit {
+        Some(limit) => format!("  nodes       {} of {} ({})", r.nodes.used, limit, percent(r.nodes.used, limit)),
+        None => format!("  nodes       {} (no node limit; the quota bounds them)", r.nodes.used),
+    });
+    let f = &r.files;
+    line(format!(
+        "  files       {} sequential, {} random-access; {} directories, {} symlinks, {} special",
+        f.sequential, f.random_access, f.directories, f.symlinks, f.special
+    ));
+    line(format!(
+        "  storage     {}, promotion limit {}; {} promoted, {} promotions skipped (did not fit)",
+        r.storage.policy,
+        human_bytes(r.storage.promotion_limit),
+        r.promotions.done,
+        r.promotions.refused
+    ));
+    let x = &r.refusals;
+    line(format!(
+        "  refusals    {} quota, {} node limit, {} memory guard ({} of them late: mmap writeback)",
+        x.quota, x.nodes, x.memory_guard, x.late
+    ));
+    let g = &r.memory_guard;
+    line(format!(
+        "  guard       {}/{}, {}{}",
+        g.mode,
+        g.action,
+        g.available_bytes
+            .map_or("no reading yet".to_owned(), |a| format!("{} available at last reading", human_bytes(a))),
+        if g.warnings > 0 { format!(", {} warnings", g.warnings) } else { String::new() }
+    ));
+    if !r.largest_files.is_empty() {
+        line("  largest files:".to_owned());
+        for file in &r.largest_files {
+            line(format!(
+                "    {:>10}  {:<13} {:>10} held  {}",
+                human_bytes(file.size),
+                file.shape,
+                human_bytes(file.charged),
+                file.path
+            ));
+        }
+    }
+    out
+}
+
+pub fn run(args: &StatsArgs) -> Result<(), String> {
+    loop {
+        let report = fetch(&args.mountpoint)?;
+        let text = if args.json { report.to_json() + "\n" } else { render(&report, &args.mountpoint) };
+        let mut stdout = std::io::stdout().lock();
+        if args.watch {
+            let _ = write!(stdout, "\x1b[H\x1b[2J");
+        }
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+        if !args.watch {
+            return Ok(());
+        }
+        drop(stdout);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,116 @@
+//! Conversions between engine types and fuser types, and the cache
+//! lifetimes handed to the kernel.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
+
+use crate::engine::{Attr, FileKind, SetTime, Timestamp};
+
+/// How long the kernel may trust attributes and names it got from us.
+/// Every change goes through this kernel mount (there is no other writer),
+/// so the kernel's own invalidation on the operations it sends keeps its
+/// caches right; a long lifetime saves a LOOKUP or GETATTR per path walk.
+pub(crate) const TTL: Duration = Duration::from_secs(3600);
+
+pub(crate) fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::NamedPipe => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+pub(crate) fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime.into(),
+        mtime: a.mtime.into(),
+        ctime: a.ctime.into(),
+        crtime: a.crtime.into(),
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+/// The attributes of a negative entry: node id 0 tells the kernel to cache
+/// "no such name" for the entry lifetime.
+pub(crate) fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+/// A timestamp the kernel sent in a SETATTR, as fuser 0.18 decoded it.
+///
+/// fuser 0.18 turns the kernel's `(secs < 0, nsecs > 0)` into
+/// `UNIX_EPOCH - (|secs| s + nsecs ns)` instead of `- |secs| s + nsecs ns`,
+/// so a pre-1970 time with a fraction arrives up to two seconds early. The
+/// kernel's fields can be recovered exactly from that value: they are the
+/// whole seconds and the nanoseconds of its distance before the epoch.
+/// (fuser is pinned to 0.18.0 in Cargo.toml; `kernel_times_round_trip`
+/// below documents the quirk this undoes.)
+pub(crate) fn kernel_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(_) => Timestamp::from(t),
+        Err(before) => {
+            let d = before.duration();
+            Timestamp { secs: -i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: d.subsec_nanos() }
+        }
+    }
+}
+
+pub(crate) fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(kernel_time(t)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What fuser 0.18's `system_time_from_time` does with the kernel's fields.
+    fn fuser_decode(secs: i64, nsecs: u32) -> SystemTime {
+        if secs >= 0 {
+            UNIX_EPOCH + Duration::new(secs as u64, nsecs)
+        } else {
+            UNIX_EPOCH - Duration::new((-secs) as u64, nsecs)
+        }
+    }
+
+    #[test]
+    fn kernel_times_round_trip() {
+        for (secs, nanos) in [(0, 0), (1, 5), (-1, 0), (-2, 500_000_000), (-315_619_200, 123_456_789)] {
+            let got = kernel_time(fuser_decode(secs, nanos));
+            assert_eq!(got, Timestamp { secs, nanos }, "({secs}, {nanos})");
+        }
+    }
+}

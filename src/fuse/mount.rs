@@ -1,0 +1,343 @@
+//! Mounting and unmounting, and running the FUSE session.
+//!
+//! We mount ourselves and hand the `/dev/fuse` descriptor to
+//! `fuser::Session::from_fd`, so that we control the mount type
+//! (`fuse.scratchfs`), the options and the unmount path:
+//! - with `fusermount3` on the system (the `fuse3` package), it performs the
+//!   mount, and with `auto_unmount` it stays behind as a watcher that
+//!   unmounts if this process dies, even by SIGKILL;
+//! - without it, root mounts with `mount(2)` directly; a crash then leaves
+//!   the mount point answering "Transport endpoint is not connected" until
+//!   someone runs `umount`.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use fuser::{Config, Session, SessionACL};
+
+use super::FuseFs;
+
+/// Everything needed to mount.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    /// Where to mount (must be an existing directory).
+    pub mountpoint: PathBuf,
+    /// Source name shown in the mount table.
+    pub fsname: String,
+    /// Let other users in (`allow_other`); permissions still apply.
+    pub allow_other: bool,
+    /// Mount read-only.
+    pub read_only: bool,
+    /// Honour set-uid bits (default: `nosuid`).
+    pub suid: bool,
+    /// Honour device nodes (default: `nodev`).
+    pub dev: bool,
+    /// Allow execution (default: yes).
+    pub exec: bool,
+    /// Do not update access times.
+    pub noatime: bool,
+    /// Mode of the root directory (for the kernel's `rootmode`).
+    pub root_mode: u32,
+    /// Unmount automatically if the daemon dies (needs `fusermount3`).
+    pub auto_unmount: bool,
+}
+
+/// A mounted filesystem whose session has not started yet.
+pub struct Mounted {
+    fd: OwnedFd,
+    mountpoint: PathBuf,
+    /// The `fusermount3` watcher and our end of its socket: closing the
+    /// socket (at exit) tells it to unmount.
+    watcher: Option<(UnixStream, Child)>,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted").field("mountpoint", &self.mountpoint).finish_non_exhaustive()
+    }
+}
+
+/// The `fusermount3` helper on `PATH` (or in its usual places), if any.
+pub fn fusermount() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("fusermount3"))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn cstring(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+/// Whether `path` is a mount point in this mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else { return false };
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
+    info.split(|&b| b == b'\n')
+        .any(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
+}
+
+/// Undoes the octal escapes (`\040` for a space) of `/proc/self/mountinfo`.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 4 <= field.len() {
+            let digits = &field[i + 1..i + 4];
+            if let Some(v) = std::str::from_utf8(digits).ok().and_then(|d| u8::from_str_radix(d, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
+impl MountConfig {
+    /// Options common to both mount paths.
+    fn flag_options(&self) -> Vec<String> {
+        let mut o = vec![if self.read_only { "ro" } else { "rw" }.to_owned()];
+        o.push(if self.suid { "suid" } else { "nosuid" }.to_owned());
+        o.push(if self.dev { "dev" } else { "nodev" }.to_owned());
+        if !self.exec {
+            o.push("noexec".to_owned());
+        }
+        if self.noatime {
+            o.push("noatime".to_owned());
+        }
+        o.push("default_permissions".to_owned());
+        if self.allow_other {
+            o.push("allow_other".to_owned());
+        }
+        o
+    }
+
+    /// Mounts: through `fusermount3` when present, else `mount(2)` as root.
+    pub fn mount(&self) -> io::Result<Mounted> {
+        match fusermount() {
+            Some(helper) => self.mount_with_helper(&helper),
+            None if is_root() => self.mount_direct(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "fusermount3 not found: install the fuse3 package (needed to mount as a non-root user)",
+            )),
+        }
+    }
+
+    fn mount_direct(&self) -> io::Result<Mounted> {
+        let dev = File::options().read(true).write(true).open("/dev/fuse")?;
+        let fd = OwnedFd::from(dev);
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut data = format!(
+            "fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions",
+            fd.as_raw_fd(),
+            libc::S_IFDIR | (self.root_mode & 0o7777)
+        );
+        if self.allow_other {
+            data.push_str(",allow_other");
+        }
+        let mut flags: libc::c_ulong = 0;
+        for (on, flag) in [
+            (self.read_only, libc::MS_RDONLY),
+            (!self.suid, libc::MS_NOSUID),
+            (!self.dev, libc::MS_NODEV),
+            (!self.exec, libc::MS_NOEXEC),
+            (self.noatime, libc::MS_NOATIME),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        let source = CString::new(self.fsname.as_str()).map_err(|_| io::Error::other("NUL in fsname"))?;
+        let target = cstring(&self.mountpoint)?;
+        let data = CString::new(data).map_err(|_| io::Error::other("NUL in options"))?;
+        // SAFETY: every pointer is a valid NUL-terminated string for the call's duration.
+        let rc = unsafe {
+            libc::mount(source.as_ptr(), target.as_ptr(), c"fuse.scratchfs".as_ptr(), flags, data.as_ptr().cast())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mounted { fd, mountpoint: self.mountpoint.clone(), watcher: None })
+    }
+
+    fn mount_with_helper(&self, helper: &Path) -> io::Result<Mounted> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut opts = self.flag_options();
+        opts.push(format!("fsname={}", self.fsname.replace(',', "_")));
+        opts.push("subtype=scratchfs".to_owned());
+        if self.auto_unmount {
+            opts.push("auto_unmount".to_owned());
+        }
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(helper);
+        cmd.arg("-o")
+            .arg(opts.join(","))
+            .arg("--")
+            .arg(&self.mountpoint)
+            .env("_FUSE_COMMFD", their_fd.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure only calls the async-signal-safe fcntl on a valid descriptor.
+        unsafe {
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(their_fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(their_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        drop(theirs);
+        match receive_fd(&ours) {
+            Ok(fd) => {
+                let watcher = if self.auto_unmount {
+                    // fusermount3 stays as the watcher; keep its stderr from blocking it.
+                    drop(child.stderr.take());
+                    Some((ours, child))
+                } else {
+                    drop(ours);
+                    let _ = child.wait();
+                    None
+                };
+                Ok(Mounted { fd, mountpoint: self.mountpoint.clone(), watcher })
+            }
+            Err(_) => {
+                drop(ours);
+                let out = child.wait_with_output()?;
+                let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                Err(io::Error::other(if msg.is_empty() { format!("{} failed", helper.display()) } else { msg }))
+            }
+        }
+    }
+}
+
+/// Receives the descriptor `fusermount3` passes over the socket.
+fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    loop {
+        // SAFETY: msg points at buffers that outlive the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "fusermount3 sent no descriptor"));
+        }
+        break;
+    }
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR/CMSG_DATA walk its control buffer.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "fusermount3 sent no descriptor"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Unmounts `mountpoint`, lazily: it disappears from the namespace at once
+/// and the filesystem ends when its last user lets go.
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    if is_root() {
+        let target = cstring(mountpoint)?;
+        // SAFETY: target is a valid NUL-terminated path.
+        if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if fusermount().is_none() {
+            return Err(err);
+        }
+    }
+    let helper = fusermount().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "fusermount3 not found"))?;
+    let out =
+        Command::new(helper).args([OsStr::new("-u"), OsStr::new("-z"), OsStr::new("--")]).arg(mountpoint).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+    }
+}
+
+impl Mounted {
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether a `fusermount3` watcher will unmount if this process dies.
+    pub fn auto_unmount(&self) -> bool {
+        self.watcher.is_some()
+    }
+
+    /// Completes the FUSE handshake; requests are then queued by the kernel
+    /// until [`Session::run`] serves them, so the mount is usable.
+    pub fn start(self, fs: FuseFs, threads: usize, allow_other: bool) -> io::Result<(Session<FuseFs>, Watcher)> {
+        let mut config = Config::default();
+        config.n_threads = Some(threads.max(1));
+        config.clone_fd = threads > 1;
+        let acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
+        let session = Session::from_fd(fs, self.fd, acl, config)?;
+        Ok((session, Watcher(self.watcher)))
+    }
+}
+
+/// Keeps the `fusermount3` watcher's socket open for the life of the
+/// daemon; dropping it lets the watcher unmount and exit.
+pub struct Watcher(Option<(UnixStream, Child)>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some((sock, mut child)) = self.0.take() {
+            drop(sock);
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(br"/tmp/a\040b"), b"/tmp/a b");
+        assert_eq!(unescape(br"/plain"), b"/plain");
+        assert_eq!(unescape(br"/x\\y"), br"/x\\y");
+    }
+}

@@ -1,0 +1,228 @@
+//! The stats report: the engine's figures plus its settings and largest
+//! files, as the daemon serves it (JSON in the `user.scratchfs.stats`
+//! xattr of the mount root) and as `scratchfs stats` prints it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, FileKind, GuardAction, GuardMode, Ino, StoragePolicy};
+
+/// How many of the largest files a report lists.
+pub const LARGEST: usize = 10;
+/// Above this many nodes, largest files are reported by inode, not path
+/// (finding paths walks the whole tree).
+const PATH_WALK_LIMIT: u64 = 1_000_000;
+
+/// Everything `scratchfs stats` shows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// Program version of the daemon.
+    pub version: String,
+    /// Hard quota.
+    pub quota: Usage,
+    /// Node limit (`limit` is `None` when only the quota limits nodes).
+    pub nodes: NodeUsage,
+    /// Nodes by kind; regular files by storage shape.
+    pub files: Files,
+    /// Promotions from sequential to random-access storage.
+    pub promotions: Promotions,
+    /// Refused operations by cause.
+    pub refusals: Refusals,
+    /// Memory guard settings and latest reading.
+    pub memory_guard: Guard,
+    /// Storage policy.
+    pub storage: Storage,
+    /// The largest regular files.
+    pub largest_files: Vec<LargeFile>,
+}
+
+/// Bytes used of a limit.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    /// Limit in bytes.
+    pub max_bytes: u64,
+    /// Bytes charged.
+    pub used_bytes: u64,
+}
+
+/// Nodes used of the node limit.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// The node limit, if one was set.
+    pub limit: Option<u64>,
+    /// Nodes in existence.
+    pub used: u64,
+}
+
+/// Node counts by kind.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Files {
+    /// Regular files stored sequentially.
+    pub sequential: u64,
+    /// Regular files stored as block maps.
+    pub random_access: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// FIFOs, sockets, devices.
+    pub special: u64,
+}
+
+/// Promotion counts.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Promotions {
+    /// Files promoted.
+    pub done: u64,
+    /// Promotions skipped because their memory did not fit.
+    pub refused: u64,
+}
+
+/// Refusals by cause.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refusals {
+    /// The quota was full.
+    pub quota: u64,
+    /// The node limit was reached.
+    pub nodes: u64,
+    /// The memory guard refused.
+    pub memory_guard: u64,
+    /// Of these, refusals of page-cache writeback (shared mmap stores).
+    pub late: u64,
+}
+
+/// Memory guard state.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Guard {
+    /// `none`, `init` or `per-write`.
+    pub mode: String,
+    /// `deny` or `warn`.
+    pub action: String,
+    /// Latest reading of available memory.
+    pub available_bytes: Option<u64>,
+    /// Warnings issued in `warn` mode.
+    pub warnings: u64,
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Storage {
+    /// `auto`, `sequential` or `random-access`.
+    pub policy: String,
+    /// Files above this size are not promoted.
+    pub promotion_limit: u64,
+}
+
+/// One of the largest files.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LargeFile {
+    /// Path from the mount root (lossy UTF-8), or `inode N` when unknown.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes charged to the quota for its contents.
+    pub charged: u64,
+    /// `sequential` or `random-access`.
+    pub shape: String,
+}
+
+impl Report {
+    /// Gathers a report from a live engine.
+    pub fn collect(engine: &Engine) -> Report {
+        let s = engine.stats();
+        let cfg = engine.config();
+        let guard = engine.guard_config();
+        let largest = engine.largest_files(LARGEST);
+        let paths = if s.nodes <= PATH_WALK_LIMIT {
+            paths_of(engine, &largest.iter().map(|f| f.0).collect::<Vec<_>>())
+        } else {
+            Vec::new()
+        };
+        Report {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            quota: Usage { max_bytes: s.quota_bytes, used_bytes: s.used_bytes },
+            nodes: NodeUsage { limit: s.max_nodes, used: s.nodes },
+            files: Files {
+                sequential: s.files_sequential,
+                random_access: s.files_random_access,
+                directories: s.directories,
+                symlinks: s.symlinks,
+                special: s.specials,
+            },
+            promotions: Promotions { done: s.promotions, refused: s.promotions_refused },
+            refusals: Refusals {
+                quota: s.refusals.quota,
+                nodes: s.refusals.nodes,
+                memory_guard: s.refusals.memory_guard,
+                late: s.refusals.late,
+            },
+            memory_guard: Guard {
+                mode: match guard.mode {
+                    GuardMode::None => "none",
+                    GuardMode::Init => "init",
+                    GuardMode::PerWrite => "per-write",
+                }
+                .to_owned(),
+                action: match guard.action {
+                    GuardAction::Deny => "deny",
+                    GuardAction::Warn => "warn",
+                }
+                .to_owned(),
+                available_bytes: s.guard_available,
+                warnings: s.guard_warnings,
+            },
+            storage: Storage {
+                policy: match cfg.storage {
+                    StoragePolicy::Auto => "auto",
+                    StoragePolicy::Sequential => "sequential",
+                    StoragePolicy::RandomAccess => "random-access",
+                }
+                .to_owned(),
+                promotion_limit: cfg.promotion_limit,
+            },
+            largest_files: largest
+                .iter()
+                .map(|&(ino, size, charged, shape)| LargeFile {
+                    path: paths
+                        .iter()
+                        .find(|(i, _)| *i == ino)
+                        .map_or_else(|| format!("inode {}", ino.0), |(_, p)| p.clone()),
+                    size,
+                    charged,
+                    shape: shape.name().to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Parses a report served by a daemon.
+    pub fn from_json(text: &[u8]) -> Result<Report, serde_json::Error> {
+        serde_json::from_slice(text)
+    }
+}
+
+/// Finds a path for each wanted inode by walking the tree breadth-first.
+fn paths_of(engine: &Engine, wanted: &[Ino]) -> Vec<(Ino, String)> {
+    let mut found = Vec::new();
+    let mut queue = std::collections::VecDeque::from([(Ino::ROOT, String::new())]);
+    while let Some((dir, path)) = queue.pop_front() {
+        if found.len() == wanted.len() {
+            break;
+        }
+        let _ = engine.readdir(dir, 2, |d| {
+            let child = format!("{path}/{}", String::from_utf8_lossy(d.name));
+            if wanted.contains(&d.ino) && !found.iter().any(|(i, _)| *i == d.ino) {
+                found.push((d.ino, child.clone()));
+            }
+            if d.kind == FileKind::Directory {
+                queue.push_back((d.ino, child));
+            }
+            false
+        });
+    }
+    found
+}

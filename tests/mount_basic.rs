@@ -1,0 +1,212 @@
+//! The command and the daemon: readiness in the background, clean exits on
+//! signals and unmount, the mount.fuse3 (fstab) path, `df`, clear errors
+//! for bad input, and std::fs round trips through a mount.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::mount::{BIN, Mount, become_subreaper, force_unmount, is_mounted, require_fuse, wait_until};
+
+/// A mount point for tests that start the daemon themselves.
+struct Dir {
+    _tmp: tempfile::TempDir,
+    mnt: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let pid_file = tmp.path().join("pid");
+        Dir { _tmp: tmp, mnt, pid_file }
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(&self.pid_file).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        force_unmount(&self.mnt);
+    }
+}
+
+/// Whether process `pid` has exited (reaped, or a zombie we then reap).
+fn exited(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG on a pid; we are its subreaper.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    r == pid || (r == -1 && !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+fn daemon(dir: &Dir, extra: &[&str]) -> std::process::Output {
+    become_subreaper();
+    Command::new(BIN).arg(&dir.mnt).arg("--pid-file").arg(&dir.pid_file).args(extra).output().unwrap()
+}
+
+#[test]
+fn background_mount_is_ready_when_the_command_returns_and_sigterm_unmounts() {
+    if !require_fuse() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = Dir::new();
+        // One shell line: the mount must be usable the moment the command returns.
+        let script = format!(
+            "{BIN} {mnt} --size 16M --pid-file {pid} && echo ready > {mnt}/x && cat {mnt}/x",
+            mnt = dir.mnt.display(),
+            pid = dir.pid_file.display()
+        );
+        become_subreaper();
+        let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+        let pid = dir.pid();
+        let start = Instant::now();
+        // SAFETY: sending a signal to our daemon.
+        unsafe { libc::kill(pid, signal) };
+        assert!(wait_until(Duration::from_secs(2), || !is_mounted(&dir.mnt)), "still mounted after signal {signal}");
+        assert!(wait_until(Duration::from_secs(2), || exited(pid)), "daemon alive after signal {signal}");
+        eprintln!("signal {signal}: unmounted and exited in {:?}", start.elapsed());
+    }
+}
+
+#[test]
+fn umount_ends_the_daemon() {
+    if !require_fuse() {
+        return;
+    }
+    for how in ["umount", "fusermount3 -u"] {
+        let dir = Dir::new();
+        let out = daemon(&dir, &["--size", "16M"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let pid = dir.pid();
+        let status = Command::new("bash").arg("-c").arg(format!("{how} {}", dir.mnt.display())).status().unwrap();
+        assert!(status.success(), "{how}");
+        assert!(wait_until(Duration::from_secs(3), || exited(pid)), "daemon still running after {how}");
+    }
+}
+
+#[test]
+fn kill_9_leaves_no_hung_mount_with_fusermount3() {
+    if !require_fuse() {
+        return;
+    }
+    let dir = Dir::new();
+    let out = daemon(&dir, &["--size", "16M"]);
+    assert!(out.status.success());
+    std::fs::write(dir.mnt.join("f"), b"x").unwrap();
+    // SAFETY: killing our daemon.
+    unsafe { libc::kill(dir.pid(), libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(3), || !is_mounted(&dir.mnt)), "the fusermount3 watcher must unmount");
+    assert!(std::fs::read_dir(&dir.mnt).unwrap().next().is_none(), "the mount point is an empty directory again");
+}
+
+#[test]
+fn mount_helper_and_fstab_style_options() {
+    if !require_fuse() {
+        return;
+    }
+    let dir = Dir::new();
+    // mount(8) runs helpers with no PATH, so an fstab line needs scratchfs
+    // installed (scripts/install.sh); here mount.fuse3's `program#source`
+    // form names the binary under test by its path.
+    become_subreaper();
+    let out = Command::new("mount")
+        .args(["-t", "fuse"])
+        .arg(format!("{BIN}#tmpscratch"))
+        .arg(&dir.mnt)
+        .arg("-o")
+        .arg(format!("nosuid,nodev,size=32M,nr_inodes=1k,mode=0750,pid_file={}", dir.pid_file.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -t fuse: {}", String::from_utf8_lossy(&out.stderr));
+    // (mount.fuse3 adds `dev,suid` to an fstab line that does not say
+    // `nosuid,nodev`, as mount(8) does for tmpfs: the documented fstab line says it.)
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.contains(dir.mnt.to_str().unwrap())).unwrap();
+    assert!(line.starts_with("tmpscratch ") && line.contains(" fuse.scratchfs "), "{line}");
+    assert!(line.contains("nosuid") && line.contains("nodev"), "safe defaults: {line}");
+    let md = std::fs::metadata(&dir.mnt).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+    let df = Command::new("df").args(["-B1", "--output=size,itotal"]).arg(&dir.mnt).output().unwrap();
+    let df = String::from_utf8_lossy(&df.stdout);
+    assert_eq!(df.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["33554432", "1024"]);
+    let pid = dir.pid();
+    assert!(Command::new("umount").arg(&dir.mnt).status().unwrap().success());
+    assert!(wait_until(Duration::from_secs(3), || exited(pid)));
+}
+
+fn error_of(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn bad_invocations_fail_with_one_clear_line() {
+    if !require_fuse() {
+        return;
+    }
+    let dir = Dir::new();
+    let file = dir.mnt.parent().unwrap().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let mnt = dir.mnt.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["/nonexistent/scratch"], "does not exist: create it first"),
+        (vec![file.to_str().unwrap()], "is not a directory"),
+        (vec![mnt, "--size", "12Q"], "invalid size '12Q'"),
+        (vec![mnt, "-o", "size=lots"], "invalid size 'lots'"),
+        (vec![mnt, "-o", "frobnicate"], "unknown mount option 'frobnicate'"),
+        (vec![mnt, "--size", "900T"], "larger than the memory available"),
+        (vec![mnt, "--size", "1K"], "too small"),
+    ];
+    for (args, expect) in cases {
+        let err = error_of(&args);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    // Too big for memory, but the guard only warns: it mounts.
+    let out = daemon(&dir, &["--size", "900T", "--guard-action", "warn", "--memory-guard", "init"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory is short"));
+    // Already mounted.
+    let err = error_of(&[mnt]);
+    assert!(err.contains("already a mount point"), "{err}");
+    let pid = dir.pid();
+    assert!(Command::new("umount").arg(&dir.mnt).status().unwrap().success());
+    assert!(wait_until(Duration::from_secs(3), || exited(pid)));
+    // Stats of a directory that is not a scratchfs mount.
+    let err = error_of(&["stats", "/tmp"]);
+    assert!(err.contains("not a scratchfs mount point"), "{err}");
+}
+
+#[test]
+fn std_fs_round_trips_and_df() {
+    let Some(m) = Mount::new(&["--size", "100M", "--max-nodes", "1000"]) else { return };
+    let p = |s: &str| m.join(s);
+    std::fs::create_dir_all(p("a/b/c")).unwrap();
+    std::fs::write(p("a/b/c/file"), b"hello").unwrap();
+    std::fs::rename(p("a/b/c/file"), p("a/moved")).unwrap();
+    assert_eq!(std::fs::read(p("a/moved")).unwrap(), b"hello");
+    std::os::unix::fs::symlink("moved", p("a/link")).unwrap();
+    assert_eq!(std::fs::read(p("a/link")).unwrap(), b"hello");
+    std::fs::hard_link(p("a/moved"), p("a/hard")).unwrap();
+    assert_eq!(std::fs::metadata(p("a/moved")).unwrap().nlink(), 2);
+    std::fs::set_permissions(p("a/moved"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(std::fs::metadata(p("a/hard")).unwrap().mode() & 0o7777, 0o640);
+    assert!(std::fs::remove_dir(p("a")).is_err());
+    std::fs::remove_dir_all(p("a")).unwrap();
+    let df = m.sh_ok("df -B1 --output=size,itotal . | tail -1");
+    assert_eq!(df.split_whitespace().collect::<Vec<_>>(), ["104857600", "1000"]);
+    assert_eq!(m.stats().nodes.used, 1);
+    m.unmount();
+}

@@ -1,0 +1,213 @@
+//! Real tools on a real mount: `cp -a` and `tar` of real trees compared
+//! byte for byte with their source, git, sqlite3 (rollback journal and WAL),
+//! the quota and node limit as programs see them, and stats.
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use common::mount::Mount;
+use common::tree::{assert_same, snapshot};
+
+/// A tree with the awkward cases: sizes around page and block boundaries,
+/// a sparse file, modes with special bits, symlinks (relative, absolute,
+/// dangling), hard links, a FIFO, non-UTF-8 and 255-byte names, and times
+/// before 1970 with a fractional second.
+fn build_tree(root: &Path) {
+    let d = |p: &str| {
+        let path = root.join(p);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let sub = d("sub/deeper/deepest");
+    d("empty");
+    for (i, size) in
+        [0usize, 1, 4095, 4096, 4097, 65_535, 65_536, 65_537, 1 << 20, (3 << 20) + 17].into_iter().enumerate()
+    {
+        let data: Vec<u8> = (0..size).map(|j| (j * 7 + i * 13) as u8).collect();
+        std::fs::write(root.join(format!("size_{size}")), &data).unwrap();
+        std::fs::write(sub.join(format!("f{i}")), &data[..size.min(1000)]).unwrap();
+    }
+    std::fs::write(root.join("sub/script.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(root.join("sub/script.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("size_1"), std::fs::Permissions::from_mode(0o4750)).unwrap();
+    std::fs::set_permissions(root.join("size_0"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(d("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(d("shared"), std::fs::Permissions::from_mode(0o2775)).unwrap();
+    symlink("size_4096", root.join("rel_link")).unwrap();
+    symlink("/etc/hostname", root.join("abs_link")).unwrap();
+    symlink("does/not/exist", root.join("dangling")).unwrap();
+    std::fs::hard_link(root.join("size_65537"), root.join("sub/hard_link")).unwrap();
+    let weird = std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9 and spaces");
+    std::fs::write(root.join(weird), b"non-UTF-8 name").unwrap();
+    std::fs::write(root.join("n".repeat(255)), b"long name").unwrap();
+    let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+    sparse.set_len(10 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"middle", 5 << 20).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(root.join("fifo")).status().unwrap().success());
+    // Times before 1970 with a fraction, and one in the far future.
+    let touch = |when: &str, p: &str| {
+        assert!(
+            std::process::Command::new("touch").args(["-h", "-d", when]).arg(root.join(p)).status().unwrap().success()
+        );
+    };
+    touch("1960-01-01 00:00:00.5", "size_4097");
+    touch("1969-12-31 23:59:59.25", "sub/deeper/deepest/f3");
+    touch("2200-01-01 12:00:00.123456789", "size_0");
+}
+
+use std::os::unix::ffi::OsStrExt;
+
+#[test]
+fn cp_a_and_tar_copy_trees_byte_for_byte() {
+    let Some(m) = Mount::new(&["--size", "1G"]) else { return };
+    let src = tempfile::tempdir().unwrap();
+    build_tree(src.path());
+    let want = snapshot(src.path());
+
+    // cp -a keeps everything, directory times included.
+    let out = std::process::Command::new("cp").arg("-a").arg(src.path()).arg(m.join("cp")).output().unwrap();
+    assert!(out.status.success(), "cp -a: {}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&want, &snapshot(&m.join("cp")), true);
+
+    // tar in POSIX format keeps sub-second times.
+    let archive = src.path().parent().unwrap().join(format!("tree-{}.tar", std::process::id()));
+    let tar = |args: &[&str], dir: &Path| {
+        let out = std::process::Command::new("tar").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "tar {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    tar(&["--format=posix", "-cf", archive.to_str().unwrap(), "."], src.path());
+    std::fs::create_dir(m.join("tar")).unwrap();
+    tar(&["-xpf", archive.to_str().unwrap()], &m.join("tar"));
+    assert_same(&want, &snapshot(&m.join("tar")), true);
+    // And back out of the mount: the archive made from the mount extracts to the same tree.
+    let back = tempfile::tempdir().unwrap();
+    let archive2 = back.path().join("from-mount.tar");
+    tar(&["--format=posix", "-cf", archive2.to_str().unwrap(), "."], &m.join("tar"));
+    std::fs::create_dir(back.path().join("x")).unwrap();
+    tar(&["-xpf", archive2.to_str().unwrap()], &back.path().join("x"));
+    assert_same(&want, &snapshot(&back.path().join("x")), true);
+    std::fs::remove_file(archive).unwrap();
+    m.unmount();
+}
+
+#[test]
+fn cp_a_of_usr_include_is_identical() {
+    let Some(m) = Mount::new(&["--size", "2G"]) else { return };
+    let src = Path::new("/usr/include");
+    let out = std::process::Command::new("cp").arg("-a").arg(src).arg(m.join("include")).output().unwrap();
+    assert!(out.status.success(), "cp -a: {}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&snapshot(src), &snapshot(&m.join("include")), true);
+    // rm -rf gives every byte back.
+    let used_full = m.stats().quota.used_bytes;
+    m.sh_ok("rm -rf include");
+    let used_empty = m.stats().quota.used_bytes;
+    assert!(used_full > 50 << 20 && used_empty < 4096, "used {used_full} then {used_empty}");
+    m.unmount();
+}
+
+#[test]
+fn git_works_inside_the_mount() {
+    let Some(m) = Mount::new(&["--size", "512M"]) else { return };
+    let src = tempfile::tempdir().unwrap();
+    build_tree(src.path());
+    m.sh_ok(&format!("cp -a {}/. repo && rm repo/fifo", src.path().display()));
+    let git = "git -c user.name=t -c user.email=t@example.invalid -c init.defaultBranch=main";
+    m.sh_ok(&format!("cd repo && {git} init -q && {git} add -A && {git} commit -qm first"));
+    m.sh_ok(&format!("cd repo && echo change >> size_4096 && {git} commit -qam second && git mv size_1 moved"));
+    m.sh_ok(&format!("cd repo && {git} commit -qm third && git gc -q && git fsck --strict"));
+    let log = m.sh_ok("cd repo && git log --oneline | wc -l");
+    assert_eq!(log.trim(), "3");
+    let status = m.sh_ok("cd repo && git status --porcelain");
+    assert_eq!(status, "", "clean work tree");
+    let show = m.sh_ok("cd repo && git show HEAD~1:size_4096 | tail -c 7");
+    assert_eq!(show, "change\n");
+    m.unmount();
+}
+
+#[test]
+fn sqlite_big_and_small_transactions_in_both_journal_modes() {
+    let Some(m) = Mount::new(&["--size", "512M"]) else { return };
+    for mode in ["delete", "wal"] {
+        let db = format!("{mode}.db");
+        let mut script = format!(
+            "PRAGMA journal_mode={mode};\nCREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, n INTEGER);\n\
+             BEGIN;\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 200000)\n\
+             INSERT INTO t(v, n) SELECT printf('row %d %s', x, hex(randomblob(16))), x FROM c;\nCOMMIT;\n"
+        );
+        for i in 0..2000 {
+            script.push_str(&format!("INSERT INTO t(v, n) VALUES ('single {i}', {i});\n"));
+        }
+        script.push_str("UPDATE t SET n = n + 1 WHERE id % 97 = 0;\nDELETE FROM t WHERE id % 1000 = 0;\n");
+        std::fs::write(m.join(format!("{mode}.sql")), script).unwrap();
+        m.sh_ok(&format!("sqlite3 {db} < {mode}.sql"));
+        let check = m.sh_ok(&format!(
+            "sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*), sum(n) FROM t; PRAGMA journal_mode;'"
+        ));
+        let lines: Vec<&str> = check.lines().collect();
+        assert_eq!(lines[0], "ok", "{mode}: {check}");
+        // 202,000 rows less the 202 deleted (every 1000th id).
+        assert!(lines[1].starts_with("201798|"), "{mode}: {check}");
+        assert_eq!(lines[2], mode, "{mode}: journal mode");
+    }
+    assert!(m.stats().promotions.done > 0, "sqlite rewrites pages in place: files were promoted");
+    m.unmount();
+}
+
+#[test]
+fn quota_refuses_with_enospc_and_keeps_what_was_written() {
+    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    m.sh_ok("head -c 10485760 /dev/urandom > keep && sha256sum keep > keep.sum");
+    let out = m.sh("dd if=/dev/zero of=big bs=1M count=100 2>&1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("No space left on device"), "{text}");
+    let big = std::fs::metadata(m.join("big")).unwrap().len();
+    assert!(big <= 64 << 20 && big > 40 << 20, "big is {big} bytes");
+    m.sh_ok("sha256sum -c --quiet keep.sum");
+    let df = m.sh_ok("df -B1 --output=size,used,avail . | tail -1");
+    let v: Vec<u64> = df.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(v[0], 64 << 20, "df size");
+    assert!(v[1] > 63 << 20 && v[2] < 1 << 20, "df agrees the quota is full: {df}");
+    let stats = m.stats();
+    assert!(stats.refusals.quota >= 1);
+    assert!(stats.quota.used_bytes <= stats.quota.max_bytes);
+    m.sh_ok("rm big");
+    let df = m.sh_ok("df -B1 --output=used . | tail -1");
+    assert!(df.trim().parse::<u64>().unwrap() < 11 << 20, "deleting frees the space: {df}");
+    m.sh_ok("head -c 40000000 /dev/zero > again");
+    assert!(m.log_text().contains("refused write on inode"), "the refusal is logged with its cause");
+    m.unmount();
+}
+
+#[test]
+fn node_limit_refuses_with_enospc() {
+    let Some(m) = Mount::new(&["--size", "64M", "--max-nodes", "50"]) else { return };
+    let out = m.sh("for i in $(seq 1 60); do touch f$i || exit 3; done");
+    assert_eq!(out.status.code(), Some(3), "creation must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left on device"));
+    let n = std::fs::read_dir(&m.path).unwrap().count();
+    assert_eq!(n, 49, "the root plus 49 files");
+    let inodes = m.sh_ok("df --output=itotal,iused,iavail . | tail -1");
+    assert_eq!(inodes.split_whitespace().collect::<Vec<_>>(), ["50", "50", "0"]);
+    m.sh_ok("rm f1 && touch again && mkdir -p d || true");
+    assert_eq!(m.stats().refusals.nodes, 2);
+    assert!(m.log_text().contains("node limit of 50 reached"));
+    m.unmount();
+}
+
+#[test]
+fn stats_show_promotions_and_shapes() {
+    let Some(m) = Mount::new(&["--size", "256M"]) else { return };
+    m.sh_ok("head -c 4000000 /dev/urandom > seq && head -c 3000000 /dev/urandom > promoted");
+    let before = m.stats();
+    assert_eq!((before.files.sequential, before.files.random_access, before.promotions.done), (2, 0, 0));
+    m.sh_ok("dd if=/dev/zero of=promoted bs=4k seek=10 count=1 conv=notrunc status=none");
+    let after = m.stats();
+    assert_eq!((after.files.sequential, after.files.random_access, after.promotions.done), (1, 1, 1));
+    let largest = &after.largest_files[0];
+    assert_eq!((largest.path.as_str(), largest.size, largest.shape.as_str()), ("/seq", 4_000_000, "sequential"));
+    let human = m.sh_ok(&format!("{} stats .", common::mount::BIN));
+    assert!(human.contains("1 sequential, 1 random-access") && human.contains("1 promoted"), "{human}");
+    m.unmount();
+}
