@@ -12,6 +12,8 @@
 //! The engine is usable in-process, without mounting: see [`ScratchFs`] for
 //! a path-based API and [`Engine`] for the inode-based one.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod engine;
 pub mod fuse;
@@ -21,9 +23,9 @@ mod sync;
 
 pub use engine::path::ScratchFs;
 pub use engine::{
-    Attr, Caller, DENTRY_COST, DirEntry, Engine, EngineConfig, Fallocate, Fh, FileKind, FsError, GuardAction,
-    GuardConfig, GuardMode, Ino, MemoryProbe, MemoryReading, NODE_COST, NoSpaceCause, OpenFlags, Refusals, RenameMode,
-    Result, SetAttr, SetTime, StatFs, Stats, StoragePolicy, SystemProbe, Timestamp, WriteOptions, XATTR_COST,
-    XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrSet,
+    Attr, Caller, DENTRY_COST, DIR_INDEX_COST, DirEntry, Engine, EngineConfig, Fallocate, Fh, FileKind, FsError,
+    GuardAction, GuardConfig, GuardMode, Ino, MemoryProbe, MemoryReading, NODE_COST, NoSpaceCause, OpenFlags, Refusals,
+    RenameMode, Result, SetAttr, SetTime, StatFs, Stats, StoragePolicy, SystemProbe, TARGET_OVERHEAD, Timestamp,
+    WriteOptions, XATTR_COST, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrSet,
 };
 pub use storage::{Seek, Shape};

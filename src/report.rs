@@ -33,6 +33,10 @@ pub struct Report {
     pub storage: Storage,
     /// The largest regular files.
     pub largest_files: Vec<LargeFile>,
+    /// FUSE requests received, by kind, since mount (filled in by the adapter;
+    /// empty for an in-process engine).
+    #[serde(default)]
+    pub requests: std::collections::BTreeMap<String, u64>,
 }
 
 /// Bytes used of a limit.
@@ -42,6 +46,17 @@ pub struct Usage {
     pub max_bytes: u64,
     /// Bytes charged.
     pub used_bytes: u64,
+    /// Memory the daemon holds beyond the charges (allocator fragmentation),
+    /// counted against the limit too.
+    #[serde(default)]
+    pub unaccounted_bytes: u64,
+    /// The daemon's resident memory, when it reports it.
+    #[serde(default)]
+    pub resident_bytes: Option<u64>,
+    /// The part of the resident memory that is the daemon itself, not files:
+    /// resident memory stays within `max_bytes + baseline_bytes`.
+    #[serde(default)]
+    pub baseline_bytes: Option<u64>,
 }
 
 /// Nodes used of the node limit.
@@ -139,7 +154,13 @@ impl Report {
         };
         Report {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            quota: Usage { max_bytes: s.quota_bytes, used_bytes: s.used_bytes },
+            quota: Usage {
+                max_bytes: s.quota_bytes,
+                used_bytes: s.used_bytes,
+                unaccounted_bytes: s.unaccounted_bytes,
+                resident_bytes: s.resident_bytes,
+                baseline_bytes: s.baseline_bytes,
+            },
             nodes: NodeUsage { limit: s.max_nodes, used: s.nodes },
             files: Files {
                 sequential: s.files_sequential,
@@ -191,6 +212,7 @@ impl Report {
                     shape: shape.name().to_owned(),
                 })
                 .collect(),
+            requests: std::collections::BTreeMap::new(),
         }
     }
 

@@ -577,7 +577,7 @@ fn run(cfg: EngineConfig, ops: &[Op]) -> Result<(), String> {
         h.e().removexattr(Ino::ROOT, name).map_err(|e| e.to_string())?;
     }
     let s = h.e().stats();
-    let baseline = scratchfs::NODE_COST;
+    let baseline = scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST;
     if s.used_bytes != baseline || s.nodes != 1 {
         return Err(format!("after deleting everything: {} bytes, {} nodes", s.used_bytes, s.nodes));
     }

@@ -166,6 +166,10 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub auto_unmount: bool,
     pub panic_on_name: Option<String>,
+    /// `-o remount`: change an existing mount instead of creating one.
+    pub remount: bool,
+    /// Engine settings given (a remount cannot change them).
+    pub engine_settings_given: bool,
 }
 
 fn storage(s: StorageArg) -> StoragePolicy {
@@ -207,8 +211,50 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     };
     let need = |v: Option<&'a str>| v.ok_or_else(|| format!("mount option {key} needs a value ({key}=...)"));
     let num = |v: &str| v.parse::<u32>().map_err(|_| format!("invalid value '{v}' for mount option {key}"));
-    match key.replace('-', "_").as_str() {
+    let k = key.replace('-', "_");
+    if !matches!(
+        k.as_str(),
+        "" | "remount"
+            | "ro"
+            | "rw"
+            | "suid"
+            | "nosuid"
+            | "dev"
+            | "nodev"
+            | "exec"
+            | "noexec"
+            | "noatime"
+            | "atime"
+            | "relatime"
+            | "strictatime"
+            | "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "nouser"
+            | "users"
+            | "owner"
+            | "_netdev"
+            | "nofail"
+            | "async"
+            | "sync"
+            | "dirsync"
+            | "nodiratime"
+            | "diratime"
+            | "lazytime"
+            | "nolazytime"
+            | "default_permissions"
+            | "auto_unmount"
+            | "allow_other"
+            | "log_file"
+            | "pid_file"
+    ) && !k.starts_with("x_")
+    {
+        s.engine_settings_given = true;
+    }
+    match k.as_str() {
         "" => {}
+        "remount" => s.remount = true,
         "size" => s.size = Some(parse_size(need(value)?)?),
         "nr_inodes" | "max_nodes" => s.max_nodes = Some(parse_count(need(value)?)?),
         "mode" => s.mode = Some(parse_mode(need(value)?)?),

@@ -29,6 +29,10 @@ pub struct Plan {
     pub foreground: bool,
     pub log_file: Option<std::path::PathBuf>,
     pub pid_file: Option<std::path::PathBuf>,
+    /// Exclusive lock on the mount point directory until it is mounted.
+    pub mount_lock: Option<File>,
+    /// Descriptors this process inherited, closed once it runs as a daemon.
+    pub inherited: Vec<i32>,
     pub adapter: AdapterOptions,
 }
 
@@ -79,6 +83,9 @@ impl Plan {
             Ok(_) => {}
         }
         let mountpoint = mp.canonicalize().map_err(|e| format!("mount point {}: {e}", mp.display()))?;
+        // Held from this check until the mount is made, so two daemons
+        // started at once cannot both find the directory free and stack.
+        let mount_lock = lock_mountpoint(&mountpoint)?;
         if is_mounted(&mountpoint) {
             return Err(format!(
                 "{} is already a mount point: unmount it first (umount {})",
@@ -108,11 +115,45 @@ impl Plan {
             },
             threads,
             foreground: s.foreground,
-            log_file: s.log_file,
-            pid_file: s.pid_file,
+            log_file: s.log_file.map(absolute).transpose()?,
+            pid_file: s.pid_file.map(absolute).transpose()?,
+            mount_lock: Some(mount_lock),
+            inherited: Vec::new(),
             adapter: AdapterOptions { panic_on_name: s.panic_on_name.map(String::into_bytes) },
         })
     }
+}
+
+fn absolute(p: std::path::PathBuf) -> Result<std::path::PathBuf, String> {
+    std::path::absolute(&p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Takes an exclusive `flock` on the mount point directory, waiting up to
+/// ten seconds for another scratchfs that is mounting there.
+fn lock_mountpoint(dir: &Path) -> Result<File, String> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir).map_err(|e| format!("mount point {}: {e}", dir.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("another scratchfs is busy mounting on {}", dir.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The descriptors open in this process above stderr. (The listing's own
+/// descriptor is closed again by the time the list is returned, and left out.)
+pub fn open_descriptors() -> Vec<i32> {
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&fd| fd > 2).collect())
+        .unwrap_or_default();
+    // SAFETY: F_GETFD only queries a descriptor number.
+    listed.into_iter().filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).collect()
 }
 
 /// A one-line explanation of why the engine could not be created.
@@ -131,13 +172,14 @@ fn engine_error(e: &FsError, cfg: &EngineConfig) -> String {
 
 /// Mounts and serves; returns once the filesystem is unmounted (foreground)
 /// or once the background daemon reports the mount ready.
-pub fn run(plan: Plan) -> Result<(), String> {
+pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
     let engine = Engine::new(plan.engine).map_err(|e| engine_error(&e, &plan.engine))?;
     let engine = Arc::new(engine);
-    if plan.foreground { serve(engine, &plan, None) } else { daemonize(engine, &plan) }
+    plan.inherited = inherited;
+    if plan.foreground { serve(engine, &mut plan, None) } else { daemonize(engine, &mut plan) }
 }
 
-fn daemonize(engine: Arc<Engine>, plan: &Plan) -> Result<(), String> {
+fn daemonize(engine: Arc<Engine>, plan: &mut Plan) -> Result<(), String> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -148,8 +190,14 @@ fn daemonize(engine: Arc<Engine>, plan: &Plan) -> Result<(), String> {
     match unsafe { libc::fork() } {
         -1 => Err(format!("cannot fork: {}", std::io::Error::last_os_error())),
         0 => {
-            // SAFETY: fds[0] is ours to close; fds[1] becomes the File.
-            unsafe { libc::close(fds[0]) };
+            // SAFETY: fds[0] is ours to close; fds[1] becomes the File; the
+            // inherited descriptors are the caller's, which a daemon must not keep.
+            unsafe {
+                libc::close(fds[0]);
+                for &fd in &plan.inherited {
+                    libc::close(fd);
+                }
+            }
             let notify = unsafe { File::from_raw_fd(fds[1]) };
             detach(plan);
             let code = match serve(engine, plan, Some(notify)) {
@@ -216,7 +264,7 @@ fn signal_set() -> libc::sigset_t {
 }
 
 /// Mounts, reports readiness, serves until unmounted.
-fn serve(engine: Arc<Engine>, plan: &Plan, mut notify: Option<File>) -> Result<(), String> {
+fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Result<(), String> {
     let fail = |notify: &mut Option<File>, msg: String| {
         if let Some(n) = notify.as_mut() {
             let _ = writeln!(n, "{msg}");
@@ -229,6 +277,7 @@ fn serve(engine: Arc<Engine>, plan: &Plan, mut notify: Option<File>) -> Result<(
         Err(e) => return fail(&mut notify, format!("mounting on {} failed: {e}", mp.display())),
     };
     let auto_unmount = mounted.auto_unmount();
+    drop(plan.mount_lock.take());
     let fs = FuseFs::new(engine.clone(), plan.adapter.clone());
     let (session, watcher) = match mounted.start(fs, plan.threads, plan.mount.allow_other) {
         Ok(s) => s,
@@ -261,11 +310,15 @@ fn serve(engine: Arc<Engine>, plan: &Plan, mut notify: Option<File>) -> Result<(
             std::process::exit(0);
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let baseline = super::alloc::start_housekeeping(engine.clone(), plan.threads);
+    super::alloc::quiet_panics();
     let cfg = engine.config();
     log::info!(
-        "scratchfs mounted on {}: quota {}, node limit {}, storage {:?}, guard {:?}/{:?}, {} threads{}",
+        "scratchfs mounted on {}: quota {}, memory baseline {}, node limit {}, storage {:?}, guard {:?}/{:?}, \
+         {} threads{}",
         mp.display(),
         human_bytes(cfg.max_bytes),
+        human_bytes(baseline),
         cfg.max_nodes.map_or("none".to_owned(), |n| n.to_string()),
         cfg.storage,
         cfg.guard.mode,

@@ -2,9 +2,11 @@
 //! print a mounted filesystem's stats. Every failure is one line on stderr
 //! saying what went wrong and what to do, and a non-zero exit.
 
+mod alloc;
 mod args;
 mod daemon;
 mod log;
+mod remount;
 mod stats;
 pub mod units;
 
@@ -16,6 +18,8 @@ use args::{Cli, Command};
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
+    let inherited = daemon::open_descriptors();
+    alloc::configure();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
@@ -27,7 +31,11 @@ pub fn main() -> ExitCode {
     log::init();
     let result = match &cli.command {
         Some(Command::Stats(a)) => stats::run(a),
-        None => cli.mount.settings().and_then(daemon::Plan::new).and_then(daemon::run),
+        None => match cli.mount.settings() {
+            Ok(s) if s.remount => remount::run(&s),
+            Ok(s) => daemon::Plan::new(s).and_then(|plan| daemon::run(plan, inherited)),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -65,6 +65,21 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
         percent(r.quota.used_bytes, r.quota.max_bytes),
         human_bytes(r.quota.max_bytes.saturating_sub(r.quota.used_bytes))
     ));
+    if let (Some(rss), Some(base)) = (r.quota.resident_bytes, r.quota.baseline_bytes) {
+        line(format!(
+            "  memory      {} resident (bound: quota + {} baseline){}",
+            human_bytes(rss),
+            human_bytes(base),
+            if r.quota.unaccounted_bytes > 0 {
+                format!(
+                    "; {} held by the allocator beyond the charges counts against the quota",
+                    human_bytes(r.quota.unaccounted_bytes)
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     line(match r.nodes.limit {
         Some(limit) => format!("  nodes       {} of {} ({})", r.nodes.used, limit, percent(r.nodes.used, limit)),
         None => format!("  nodes       {} (no node limit; the quota bounds them)", r.nodes.used),

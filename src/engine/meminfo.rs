@@ -27,14 +27,14 @@ pub trait MemoryProbe: Send + Sync {
 /// process's cgroup (v1 or v2, with the limits of its ancestors) through sysinfo.
 pub struct SystemProbe {
     sys: Mutex<System>,
-    pid: Option<Pid>,
 }
 
 impl SystemProbe {
-    /// A probe for the current process.
+    /// A probe for the calling process. Each reading looks up the process
+    /// anew, so a probe made before a daemon forks reads the daemon's cgroup.
     pub fn new() -> Option<SystemProbe> {
         let sys = System::new().ok()?;
-        Some(SystemProbe { sys: Mutex::new(sys), pid: sysinfo::get_current_pid().ok() })
+        Some(SystemProbe { sys: Mutex::new(sys) })
     }
 }
 
@@ -43,10 +43,9 @@ impl MemoryProbe for SystemProbe {
         let mut sys = self.sys.lock();
         sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
         let host = sys.available_memory();
-        let cgroup = self.pid.and_then(|pid| {
-            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, ProcessRefreshKind::nothing());
-            sys.process(pid).and_then(|p| p.cgroup_limits())
-        });
+        let pid = Pid::from_u32(std::process::id());
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), true, ProcessRefreshKind::nothing());
+        let cgroup = sys.process(pid).and_then(|p| p.cgroup_limits());
         if host == 0 && cgroup.is_none() {
             return None;
         }

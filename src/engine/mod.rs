@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 pub use config::{EngineConfig, GuardAction, GuardConfig, GuardMode, StoragePolicy};
 pub use error::{FsError, NoSpaceCause, Result};
 pub use meminfo::{MemoryProbe, MemoryReading, SystemProbe};
-pub use node::{DENTRY_COST, NODE_COST};
+pub use node::{DENTRY_COST, DIR_INDEX_COST, NODE_COST, TARGET_OVERHEAD};
 pub use stats::{Refusals, Stats};
 pub use types::{
     Attr, Caller, DirEntry, Fallocate, Fh, FileKind, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StatFs, Timestamp,
@@ -62,6 +62,17 @@ pub struct Engine {
     /// Held by every rename, so the ancestry checks that keep a directory
     /// from moving into its own subtree see a tree that cannot change.
     rename_lock: Mutex<()>,
+    /// Called to take a fresh memory measurement before refusing an
+    /// allocation that a stale one might be blocking.
+    remeasure: crate::sync::RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// The process's memory as last reported (`note_process_memory`).
+    process: ProcessMemory,
+}
+
+#[derive(Default)]
+struct ProcessMemory {
+    resident: std::sync::atomic::AtomicU64,
+    baseline: std::sync::atomic::AtomicU64,
 }
 
 const _: () = {
@@ -102,6 +113,8 @@ impl Engine {
             guard: MemoryGuard::new(cfg.guard, probe),
             counters: Counters::default(),
             rename_lock: Mutex::new(()),
+            process: ProcessMemory::default(),
+            remeasure: crate::sync::RwLock::new(None),
         };
         match engine.guard.check_quota(cfg.max_bytes).0 {
             Verdict::Deny(cause) => return Err(FsError::NoSpace(cause)),
@@ -114,7 +127,7 @@ impl Engine {
 
     fn make_root(&self) -> Result<()> {
         let nodes = self.quota.reserve_node()?;
-        let bytes = self.quota.reserve(NODE_COST)?;
+        let bytes = self.quota.reserve(NODE_COST + node::DIR_INDEX_COST)?;
         let ino = self.table.alloc_ino();
         debug_assert_eq!(ino, Ino::ROOT);
         let now = Timestamp::now();
@@ -133,7 +146,7 @@ impl Engine {
             meta,
             content: Content::Dir(dir::Dir::default()),
             xattrs: xattr::Xattrs::default(),
-            charge: NODE_COST,
+            charge: NODE_COST + node::DIR_INDEX_COST,
             freed: false,
         };
         self.table.insert(Arc::new(Node::new(ino, FileKind::Directory, ino, state)));
@@ -171,7 +184,26 @@ impl Engine {
             Verdict::Warned => bump(&self.counters.guard_warnings),
             Verdict::Allow => {}
         }
-        self.quota.reserve(bytes)
+        match self.quota.reserve(bytes) {
+            Err(_) if self.quota.measurement_pending() => {
+                self.remeasure();
+                self.quota.reserve(bytes)
+            }
+            r => r,
+        }
+    }
+
+    fn remeasure(&self) {
+        if let Some(remeasure) = &*self.remeasure.read() {
+            remeasure();
+        }
+    }
+
+    /// Installs the function that takes a fresh memory measurement (it
+    /// should end in [`Engine::note_process_memory`]). Called before an
+    /// allocation is refused while a measurement might be stale.
+    pub fn set_remeasure(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.remeasure.write() = Some(f);
     }
 
     /// The shape a new regular file starts with.
@@ -184,6 +216,10 @@ impl Engine {
 
     /// Releases a node that nothing references any more: no link, no kernel
     /// lookup, no open handle. Safe to call at any time from any thread.
+    ///
+    /// Contents are not released earlier (at the last unlink of a closed
+    /// file): a process holding an `O_PATH` descriptor can still reopen the
+    /// file through `/proc/self/fd`, and must find its data, as on tmpfs.
     fn maybe_free(&self, node: &Arc<Node>) {
         if node.referenced() {
             return;
@@ -281,8 +317,11 @@ impl Engine {
     /// Filesystem totals: the quota as blocks, the node limit as inodes.
     pub fn statfs(&self) -> StatFs {
         const BSIZE: u64 = 4096;
+        if self.quota.releases_pending() {
+            self.remeasure();
+        }
         let max = self.quota.max_bytes();
-        let free = max.saturating_sub(self.quota.used());
+        let free = self.quota.available();
         let nodes = self.quota.nodes();
         let files = match self.quota.max_nodes() {
             Some(limit) => limit,
@@ -301,7 +340,36 @@ impl Engine {
 
     /// The engine's figures; cheap (a few atomic loads).
     pub fn stats(&self) -> Stats {
-        self.counters.snapshot(&self.quota, self.guard.last_available())
+        let mut s = self.counters.snapshot(&self.quota, self.guard.last_available());
+        let resident = self.process.resident.load(Ordering::Relaxed);
+        if resident > 0 {
+            s.resident_bytes = Some(resident);
+            s.baseline_bytes = Some(self.process.baseline.load(Ordering::Relaxed));
+        }
+        s
+    }
+
+    /// Bytes released to the quota since creation (monotonic): a daemon can
+    /// use it to decide when to hand freed memory back to the system.
+    pub fn released_bytes(&self) -> u64 {
+        self.quota.released()
+    }
+
+    /// Counts `waste` bytes — memory the process holds for the filesystem
+    /// beyond the charges, measured by the caller (what its allocator keeps
+    /// and cannot return) — against the quota's maximum until the next call.
+    /// `released_before` is [`Engine::released_bytes`] read before the
+    /// measurement: bytes released after it count as still held until the
+    /// next call, since the allocator may not have returned them yet.
+    pub fn note_unaccounted(&self, waste: u64, released_before: u64) {
+        self.quota.set_unaccounted(waste, released_before);
+    }
+
+    /// Records the process's resident memory and the baseline it stays
+    /// within together with the quota, for stats.
+    pub fn note_resident(&self, resident: u64, baseline: u64) {
+        self.process.resident.store(resident, Ordering::Relaxed);
+        self.process.baseline.store(baseline, Ordering::Relaxed);
     }
 
     /// The memory guard's settings.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::dir::Dir;
-use super::node::{Content, DENTRY_COST, Meta, NODE_COST, Node, NodeState};
+use super::node::{Content, DENTRY_COST, DIR_INDEX_COST, Meta, NODE_COST, Node, NodeState, TARGET_OVERHEAD};
 use super::stats::bump;
 use super::types::{Attr, Caller, FileKind, Ino, OpenFlags, RenameMode, Timestamp};
 use super::xattr::Xattrs;
@@ -31,7 +31,7 @@ pub struct Dirent<'a> {
 }
 
 fn dentry_cost(name: &[u8]) -> u64 {
-    DENTRY_COST + name.len() as u64
+    DENTRY_COST + 2 * name.len() as u64
 }
 
 /// A name that may be created or removed: 1..=255 bytes, no `/` or NUL,
@@ -185,7 +185,7 @@ impl Engine {
             perm: mode,
             rdev: 0,
             content: Content::Dir(Dir::default()),
-            extra: 0,
+            extra: DIR_INDEX_COST,
             op: "mkdir",
         };
         self.make_node(parent, name, new, caller).map(|n| Self::attr_of(&n))
@@ -204,7 +204,7 @@ impl Engine {
             perm: 0o777,
             rdev: 0,
             content: Content::Symlink(target.into()),
-            extra: target.len() as u64,
+            extra: target.len() as u64 + TARGET_OVERHEAD,
             op: "symlink",
         };
         self.make_node(parent, name, new, caller).map(|n| Self::attr_of(&n))

@@ -8,11 +8,22 @@ use super::xattr::Xattrs;
 use crate::storage::FileData;
 use crate::sync::RwLock;
 
-/// Quota bytes charged for every node: the `Node` itself, its `Arc` and its
-/// slot in the node table.
-pub const NODE_COST: u64 = 256;
-/// Quota bytes charged for every directory entry, on top of its name.
-pub const DENTRY_COST: u64 = 128;
+/// Quota bytes charged for every node: the `Node` (264 bytes) in its `Arc`
+/// with the allocator's header (296), and its slot in the node table (up to
+/// twice 17 bytes while the table's load is lowest after growing).
+pub const NODE_COST: u64 = 336;
+/// Quota bytes charged for every directory entry, on top of twice its name
+/// (the name is kept in the name index and in the cookie-ordered list): a
+/// hash slot (25 bytes, up to twice that after the index grows), a B-tree
+/// slot (40 bytes in leaves at least half full, plus inner nodes) and the
+/// allocator's headers and rounding of the two name copies.
+pub const DENTRY_COST: u64 = 192;
+/// Extra quota bytes charged for every directory: the first entry allocates
+/// the name index and the first B-tree leaf (about 600 bytes).
+pub const DIR_INDEX_COST: u64 = 640;
+/// Quota bytes charged for a symlink target on top of its length (allocator
+/// header and rounding).
+pub const TARGET_OVERHEAD: u64 = 32;
 /// `st_size` of a directory per entry, as tmpfs reports it.
 const BOGO_DIRENT_SIZE: u64 = 20;
 /// `st_blksize`.

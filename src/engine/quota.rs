@@ -16,11 +16,32 @@ pub(crate) struct Quota {
     used: AtomicU64,
     max_nodes: u64,
     nodes: AtomicU64,
+    /// Bytes given back since creation (monotonic; lets a process decide
+    /// when freed memory is worth returning to the system).
+    released: AtomicU64,
+    /// Memory the process holds for the filesystem beyond `used`, as
+    /// measured from outside (allocator fragmentation). Counted against the
+    /// maximum, so charges plus waste never exceed it.
+    unaccounted: AtomicU64,
+    /// `released` at the last measurement. Bytes released since may still be
+    /// resident (not yet returned by the allocator), so once measurements
+    /// are made they count as held until the next one.
+    released_at_report: AtomicU64,
+    reporting: std::sync::atomic::AtomicBool,
 }
 
 impl Quota {
     pub(crate) fn new(max_bytes: u64, max_nodes: Option<u64>) -> Quota {
-        Quota { max_bytes, used: AtomicU64::new(0), max_nodes: max_nodes.unwrap_or(u64::MAX), nodes: AtomicU64::new(0) }
+        Quota {
+            max_bytes,
+            used: AtomicU64::new(0),
+            max_nodes: max_nodes.unwrap_or(u64::MAX),
+            nodes: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            unaccounted: AtomicU64::new(0),
+            released_at_report: AtomicU64::new(0),
+            reporting: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn max_bytes(&self) -> u64 {
@@ -35,18 +56,61 @@ impl Quota {
         (self.max_nodes != u64::MAX).then_some(self.max_nodes)
     }
 
+    pub(crate) fn released(&self) -> u64 {
+        self.released.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn nodes(&self) -> u64 {
         self.nodes.load(Ordering::Relaxed)
     }
 
+    /// Memory held beyond the charges: measured waste, plus bytes released
+    /// since the measurement when measurements are made.
+    fn held_beyond(&self) -> u64 {
+        let mut extra = self.unaccounted.load(Ordering::Relaxed);
+        if self.reporting.load(Ordering::Relaxed) {
+            extra += self.released().saturating_sub(self.released_at_report.load(Ordering::Relaxed));
+        }
+        extra
+    }
+
+    /// Whether a refusal might go away with a fresh measurement.
+    pub(crate) fn measurement_pending(&self) -> bool {
+        self.reporting.load(Ordering::Relaxed) && self.held_beyond() > 0
+    }
+
+    /// Whether bytes were released since the last measurement.
+    pub(crate) fn releases_pending(&self) -> bool {
+        self.reporting.load(Ordering::Relaxed)
+            && self.released() > self.released_at_report.load(Ordering::Relaxed)
+    }
+
     /// Takes `n` bytes from the quota, or refuses and changes nothing.
     pub(crate) fn reserve(&self, n: u64) -> Result<Reservation<'_>, NoSpaceCause> {
+        let limit = self.max_bytes.saturating_sub(self.held_beyond());
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&total| total <= self.max_bytes)
+                used.checked_add(n).filter(|&total| total <= limit)
             })
             .map(|_| Reservation { quota: self, bytes: n })
-            .map_err(|used| NoSpaceCause::Quota { requested: n, available: self.max_bytes.saturating_sub(used) })
+            .map_err(|used| NoSpaceCause::Quota { requested: n, available: limit.saturating_sub(used) })
+    }
+
+    /// Bytes available for new charges.
+    pub(crate) fn available(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.held_beyond()).saturating_sub(self.used())
+    }
+
+    pub(crate) fn unaccounted(&self) -> u64 {
+        self.unaccounted.load(Ordering::Relaxed)
+    }
+
+    /// Records a measurement: `waste` held beyond the charges, taken when
+    /// `released_before` bytes had been released.
+    pub(crate) fn set_unaccounted(&self, waste: u64, released_before: u64) {
+        self.unaccounted.store(waste, Ordering::Relaxed);
+        self.released_at_report.store(released_before, Ordering::Relaxed);
+        self.reporting.store(true, Ordering::Relaxed);
     }
 
     /// Gives back `n` bytes charged earlier.
@@ -55,6 +119,7 @@ impl Quota {
             return;
         }
         let prev = self.used.fetch_sub(n, Ordering::AcqRel);
+        self.released.fetch_add(n, Ordering::Relaxed);
         debug_assert!(prev >= n, "quota underflow: releasing {n} of {prev}");
     }
 

@@ -94,6 +94,13 @@ pub struct Stats {
     pub guard_warnings: u64,
     /// The guard's latest reading of available memory, if it has one.
     pub guard_available: Option<u64>,
+    /// Memory held beyond the charges (allocator fragmentation), as last
+    /// measured by the daemon; counted against the quota.
+    pub unaccounted_bytes: u64,
+    /// The daemon's resident memory, if it reports it.
+    pub resident_bytes: Option<u64>,
+    /// The part of the resident memory that is not the filesystem's.
+    pub baseline_bytes: Option<u64>,
 }
 
 impl Counters {
@@ -120,6 +127,9 @@ impl Counters {
             },
             guard_warnings: get(&self.guard_warnings),
             guard_available,
+            unaccounted_bytes: quota.unaccounted(),
+            resident_bytes: None,
+            baseline_bytes: None,
         }
     }
 }

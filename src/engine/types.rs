@@ -230,6 +230,9 @@ pub enum XattrSet {
     Create,
     /// Fail with `NoData` if absent (`XATTR_REPLACE`).
     Replace,
+    /// Both flags, as Linux filesystems read them: fail with `Exists` if
+    /// present and `NoData` if absent.
+    CreateAndReplace,
 }
 
 /// Flags of an open handle that the engine acts on.

@@ -9,8 +9,10 @@ pub const XATTR_NAME_MAX: usize = 255;
 pub const XATTR_SIZE_MAX: usize = 65536;
 /// Largest `listxattr` result (`XATTR_LIST_MAX`); a node's names must fit in it.
 pub const XATTR_LIST_MAX: usize = 65536;
-/// Quota bytes charged per attribute on top of name and value.
-pub const XATTR_COST: u64 = 64;
+/// Quota bytes charged per attribute on top of name and value: its list slot
+/// (32 bytes, up to twice that after the list grows) and the allocator's
+/// headers and rounding of the name and value copies.
+pub const XATTR_COST: u64 = 128;
 
 /// Namespaces we store. `system.*` (POSIX ACLs) is not supported: the
 /// kernel would not enforce an ACL we merely stored.
@@ -62,8 +64,8 @@ impl Xattrs {
             return Err(FsError::TooBig);
         }
         match (self.get(name), mode) {
-            (Some(_), XattrSet::Create) => Err(FsError::Exists),
-            (None, XattrSet::Replace) => Err(FsError::NoData),
+            (Some(_), XattrSet::Create | XattrSet::CreateAndReplace) => Err(FsError::Exists),
+            (None, XattrSet::Replace | XattrSet::CreateAndReplace) => Err(FsError::NoData),
             (Some(old), _) => Ok((cost(name, value), cost(name, old))),
             (None, _) => {
                 if self.list_len() + name.len() + 1 > XATTR_LIST_MAX {

@@ -12,6 +12,7 @@
 //! filesystem keeps serving.
 
 mod convert;
+mod counters;
 mod errno;
 pub mod mount;
 
@@ -21,6 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use fuser::{
@@ -35,6 +37,7 @@ use crate::engine::{
 };
 use crate::storage::Seek;
 use convert::{TTL, file_attr, file_type, kernel_time, negative_attr, set_time};
+use counters::{Op, Requests};
 
 /// The read-only extended attribute on the mount root that carries the
 /// engine's stats as JSON (`getfattr -n user.scratchfs.stats --only-values`).
@@ -52,6 +55,9 @@ pub struct AdapterOptions {
 pub struct FuseFs {
     engine: Arc<Engine>,
     opts: AdapterOptions,
+    requests: Requests,
+    /// Requests being handled right now, across all worker threads.
+    in_flight: AtomicUsize,
 }
 
 const GENERATION: Generation = Generation(0);
@@ -93,7 +99,7 @@ macro_rules! fail {
 impl FuseFs {
     /// An adapter serving `engine`.
     pub fn new(engine: Arc<Engine>, opts: AdapterOptions) -> FuseFs {
-        FuseFs { engine, opts }
+        FuseFs { engine, opts, requests: Requests::default(), in_flight: AtomicUsize::new(0) }
     }
 
     fn maybe_panic(&self, name: &[u8]) {
@@ -126,7 +132,49 @@ impl FuseFs {
     }
 
     fn stats_json(&self) -> Vec<u8> {
-        crate::report::Report::collect(&self.engine).to_json().into_bytes()
+        let mut report = crate::report::Report::collect(&self.engine);
+        report.requests = self.requests.snapshot();
+        report.to_json().into_bytes()
+    }
+
+    /// Counts a request of kind `op` (and `bytes` of payload).
+    fn count(&self, op: Op, bytes: usize) {
+        self.requests.count(op, bytes);
+    }
+
+    /// Runs one request: counted in flight, panics contained.
+    fn run(&self, op: &str, f: impl FnOnce()) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        guarded(op, f);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Runs an allocating engine call; if the quota refuses it while other
+    /// requests are in flight (a RELEASE or FORGET that frees space may be
+    /// among them), waits for them and tries once more. A refused call
+    /// changed nothing, so trying again is safe.
+    fn allocating<T>(&self, f: impl Fn() -> Result<T, FsError>) -> Result<T, FsError> {
+        match f() {
+            Err(FsError::NoSpace(_)) if self.in_flight.load(Ordering::Acquire) > 1 => {
+                self.settle_in_flight();
+                f()
+            }
+            r => r,
+        }
+    }
+
+    /// Waits (at most 50 ms) until this is the only request in flight.
+    ///
+    /// `close(2)` and `unlink(2)` return once the kernel has queued the
+    /// RELEASE and FORGET that free a deleted file, and the kernel hands
+    /// those out before later requests; but another worker thread may still
+    /// be handling them when a `statfs` read after them arrives. Waiting here
+    /// makes `rm file; df` show the space back, as on tmpfs.
+    fn settle_in_flight(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        while self.in_flight.load(Ordering::Acquire) > 1 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -149,7 +197,8 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", || {
+        self.count(Op::Lookup, 0);
+        self.run("lookup", || {
             self.maybe_panic(bytes(name));
             match self.engine.lookup(ino(parent), bytes(name)) {
                 Ok(a) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&a), GENERATION),
@@ -161,11 +210,13 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
-        guarded("forget", || self.engine.forget(ino(i), nlookup));
+        self.count(Op::Forget, 0);
+        self.run("forget", || self.engine.forget(ino(i), nlookup));
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || match self.engine.getattr(ino(i)) {
+        self.count(Op::Getattr, 0);
+        self.run("getattr", || match self.engine.getattr(ino(i)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => fail!(reply, "getattr", e),
         });
@@ -189,7 +240,8 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", || {
+        self.count(Op::Setattr, 0);
+        self.run("setattr", || {
             let set = SetAttr {
                 mode,
                 uid,
@@ -207,7 +259,8 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        guarded("readlink", || match self.engine.readlink(ino(i)) {
+        self.count(Op::Readlink, 0);
+        self.run("readlink", || match self.engine.readlink(ino(i)) {
             Ok(t) => reply.data(&t),
             Err(e) => fail!(reply, "readlink", e),
         });
@@ -223,33 +276,38 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mknod", || {
+        self.count(Op::Mknod, 0);
+        self.run("mknod", || {
             self.maybe_panic(bytes(name));
-            let r = self.engine.mknod(ino(parent), bytes(name), mode, rdev, &caller(req));
+            let r = self.allocating(|| self.engine.mknod(ino(parent), bytes(name), mode, rdev, &caller(req)));
             Self::reply_entry(reply, "mknod", r);
         });
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        guarded("mkdir", || {
+        self.count(Op::Mkdir, 0);
+        self.run("mkdir", || {
             self.maybe_panic(bytes(name));
-            let r = self.engine.mkdir(ino(parent), bytes(name), mode, &caller(req));
+            let r = self.allocating(|| self.engine.mkdir(ino(parent), bytes(name), mode, &caller(req)));
             Self::reply_entry(reply, "mkdir", r);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || Self::reply_empty(reply, "unlink", self.engine.unlink(ino(parent), bytes(name))));
+        self.count(Op::Unlink, 0);
+        self.run("unlink", || Self::reply_empty(reply, "unlink", self.engine.unlink(ino(parent), bytes(name))));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || Self::reply_empty(reply, "rmdir", self.engine.rmdir(ino(parent), bytes(name))));
+        self.count(Op::Rmdir, 0);
+        self.run("rmdir", || Self::reply_empty(reply, "rmdir", self.engine.rmdir(ino(parent), bytes(name))));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        guarded("symlink", || {
+        self.count(Op::Symlink, 0);
+        self.run("symlink", || {
             let target = target.as_os_str().as_bytes();
-            let r = self.engine.symlink(ino(parent), bytes(link_name), target, &caller(req));
+            let r = self.allocating(|| self.engine.symlink(ino(parent), bytes(link_name), target, &caller(req)));
             Self::reply_entry(reply, "symlink", r);
         });
     }
@@ -264,7 +322,8 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("rename", || {
+        self.count(Op::Rename, 0);
+        self.run("rename", || {
             let mode = if flags.is_empty() {
                 RenameMode::Replace
             } else if flags == RenameFlags::RENAME_NOREPLACE {
@@ -274,20 +333,23 @@ impl Filesystem for FuseFs {
             } else {
                 return reply.error(Errno::EINVAL);
             };
-            let r = self.engine.rename(ino(parent), bytes(name), ino(newparent), bytes(newname), mode);
+            let r =
+                self.allocating(|| self.engine.rename(ino(parent), bytes(name), ino(newparent), bytes(newname), mode));
             Self::reply_empty(reply, "rename", r);
         });
     }
 
     fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        guarded("link", || {
-            let r = self.engine.link(ino(i), ino(newparent), bytes(newname));
+        self.count(Op::Link, 0);
+        self.run("link", || {
+            let r = self.allocating(|| self.engine.link(ino(i), ino(newparent), bytes(newname)));
             Self::reply_entry(reply, "link", r);
         });
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        guarded("open", || match self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &caller(req)) {
+        self.count(Op::Open, 0);
+        self.run("open", || match self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &caller(req)) {
             // Keep the page cache: nothing changes the file behind the kernel's back.
             Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => fail!(reply, "open", e),
@@ -305,7 +367,8 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || match self.engine.read(Fh(fh.0), offset, size) {
+        self.count(Op::Read, size as usize);
+        self.run("read", || match self.engine.read(Fh(fh.0), offset, size) {
             // Served straight from the stored extent when possible; no lock is held here.
             Ok(data) => reply.data(&data),
             Err(e) => fail!(reply, "read", e),
@@ -324,12 +387,13 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", || {
+        self.count(Op::Write, data.len());
+        self.run("write", || {
             let opts = WriteOptions {
                 kill_suidgid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
-            match self.engine.write(Fh(fh.0), offset, data, opts) {
+            match self.allocating(|| self.engine.write(Fh(fh.0), offset, data, opts)) {
                 Ok(n) => reply.written(n),
                 Err(e) => fail!(reply, "write", e),
             }
@@ -338,6 +402,7 @@ impl Filesystem for FuseFs {
 
     fn flush(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         // Nothing to flush; ENOSYS makes the kernel skip FLUSH from now on.
+        self.count(Op::Flush, 0);
         reply.error(Errno::ENOSYS);
     }
 
@@ -351,23 +416,27 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", || Self::reply_empty(reply, "release", self.engine.release(Fh(fh.0))));
+        self.count(Op::Release, 0);
+        self.run("release", || Self::reply_empty(reply, "release", self.engine.release(Fh(fh.0))));
     }
 
     fn fsync(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         // Memory is as durable as it gets; ENOSYS makes fsync succeed in the kernel.
+        self.count(Op::Fsync, 0);
         reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        guarded("opendir", || match self.engine.opendir(ino(i)) {
+        self.count(Op::Opendir, 0);
+        self.run("opendir", || match self.engine.opendir(ino(i)) {
             Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => fail!(reply, "opendir", e),
         });
     }
 
     fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        guarded("readdir", || {
+        self.count(Op::Readdir, 0);
+        self.run("readdir", || {
             let r = self.engine.readdir(ino(i), offset, |d| {
                 reply.add(INodeNo(d.ino.0), d.cookie, file_type(d.kind), OsStr::from_bytes(d.name))
             });
@@ -379,7 +448,8 @@ impl Filesystem for FuseFs {
     }
 
     fn readdirplus(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        guarded("readdirplus", || {
+        self.count(Op::Readdirplus, 0);
+        self.run("readdirplus", || {
             let r = self.engine.readdirplus(ino(i), offset, |d, attr| {
                 let name = OsStr::from_bytes(d.name);
                 match attr {
@@ -401,15 +471,19 @@ impl Filesystem for FuseFs {
     }
 
     fn releasedir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
-        guarded("releasedir", || Self::reply_empty(reply, "releasedir", self.engine.releasedir(Fh(fh.0))));
+        self.count(Op::Releasedir, 0);
+        self.run("releasedir", || Self::reply_empty(reply, "releasedir", self.engine.releasedir(Fh(fh.0))));
     }
 
     fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.count(Op::Fsyncdir, 0);
         reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || {
+        self.count(Op::Statfs, 0);
+        self.run("statfs", || {
+            self.settle_in_flight();
             let s = self.engine.statfs();
             reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
         });
@@ -425,7 +499,8 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guarded("setxattr", || {
+        self.count(Op::Setxattr, 0);
+        self.run("setxattr", || {
             if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 return reply.error(Errno::EPERM);
             }
@@ -433,15 +508,22 @@ impl Filesystem for FuseFs {
                 0 => XattrSet::Upsert,
                 libc::XATTR_CREATE => XattrSet::Create,
                 libc::XATTR_REPLACE => XattrSet::Replace,
+                f if f == libc::XATTR_CREATE | libc::XATTR_REPLACE => XattrSet::CreateAndReplace,
                 _ => return reply.error(Errno::EINVAL),
             };
-            Self::reply_empty(reply, "setxattr", self.engine.setxattr(ino(i), bytes(name), value, mode));
+            Self::reply_empty(
+                reply,
+                "setxattr",
+                self.allocating(|| self.engine.setxattr(ino(i), bytes(name), value, mode)),
+            );
         });
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", || {
+        self.count(Op::Getxattr, 0);
+        self.run("getxattr", || {
             let r = if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
+                self.settle_in_flight();
                 Ok(self.stats_json())
             } else {
                 self.engine.getxattr(ino(i), bytes(name))
@@ -451,11 +533,13 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i))));
+        self.count(Op::Listxattr, 0);
+        self.run("listxattr", || Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i))));
     }
 
     fn removexattr(&self, _req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", || {
+        self.count(Op::Removexattr, 0);
+        self.run("removexattr", || {
             if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 return reply.error(Errno::EPERM);
             }
@@ -465,6 +549,7 @@ impl Filesystem for FuseFs {
 
     fn access(&self, _req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Mounted with default_permissions, the kernel checks access itself.
+        self.count(Op::Access, 0);
         reply.ok();
     }
 
@@ -478,10 +563,11 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", || {
+        self.count(Op::Create, 0);
+        self.run("create", || {
             self.maybe_panic(bytes(name));
             let flags = OpenFlags::from_libc(flags);
-            match self.engine.create(ino(parent), bytes(name), mode, flags, &caller(req)) {
+            match self.allocating(|| self.engine.create(ino(parent), bytes(name), mode, flags, &caller(req))) {
                 Ok((a, fh)) => {
                     reply.created(&TTL, &file_attr(&a), GENERATION, FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE);
                 }
@@ -500,7 +586,8 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guarded("fallocate", || {
+        self.count(Op::Fallocate, 0);
+        self.run("fallocate", || {
             let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
             let how = match mode & !libc::FALLOC_FL_KEEP_SIZE {
                 0 => Fallocate::Allocate { keep_size },
@@ -508,12 +595,17 @@ impl Filesystem for FuseFs {
                 libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size },
                 _ => return reply.error(Errno::EOPNOTSUPP),
             };
-            Self::reply_empty(reply, "fallocate", self.engine.fallocate(Fh(fh.0), offset, length, how));
+            Self::reply_empty(
+                reply,
+                "fallocate",
+                self.allocating(|| self.engine.fallocate(Fh(fh.0), offset, length, how)),
+            );
         });
     }
 
     fn lseek(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        guarded("lseek", || {
+        self.count(Op::Lseek, 0);
+        self.run("lseek", || {
             let how = match whence {
                 libc::SEEK_DATA => Seek::Data,
                 libc::SEEK_HOLE => Seek::Hole,
@@ -540,9 +632,11 @@ impl Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        guarded("copy_file_range", || {
+        self.count(Op::CopyFileRange, 0);
+        self.run("copy_file_range", || {
             let len = len.min(u64::from(u32::MAX));
-            match self.engine.copy_file_range(Fh(fh_in.0), offset_in, Fh(fh_out.0), offset_out, len) {
+            match self.allocating(|| self.engine.copy_file_range(Fh(fh_in.0), offset_in, Fh(fh_out.0), offset_out, len))
+            {
                 Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
                 Err(e) => fail!(reply, "copy_file_range", e),
             }

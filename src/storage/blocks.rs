@@ -14,12 +14,18 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Seek, zeros};
+use super::{Seek, alloc_overhead, zeros};
 
+/// Size of a random-access block; block `i` covers `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)`.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
-/// Bytes charged per block on top of its capacity: the map entry and the
-/// allocator's header.
-pub const BLOCK_OVERHEAD: u64 = 64;
+/// Bytes charged per block on top of its buffer: its B-tree entry (32 bytes
+/// in leaves at least half full, plus inner nodes).
+pub const BLOCK_SLOT: u64 = 80;
+
+/// What a block whose buffer holds `cap` bytes is charged.
+pub(crate) fn block_charge(cap: u64) -> u64 {
+    if cap == 0 { BLOCK_SLOT } else { cap + alloc_overhead(cap) + BLOCK_SLOT }
+}
 const MIN_BLOCK: u64 = 512;
 
 /// A file's bytes as a sparse map of blocks.
@@ -58,8 +64,8 @@ fn grown(cap: u64, need: u64) -> u64 {
 pub(crate) fn write_cost_with(cap_of: impl Fn(u64) -> Option<u64>, off: u64, len: u64) -> u64 {
     pieces(off, off + len)
         .map(|(idx, _, b)| match cap_of(idx) {
-            Some(cap) => grown(cap, b) - cap,
-            None => grown(0, b) + BLOCK_OVERHEAD,
+            Some(cap) => block_charge(grown(cap, b)) - block_charge(cap),
+            None => block_charge(grown(0, b)),
         })
         .sum()
 }
@@ -78,7 +84,7 @@ impl BlockMap {
         let mut map = BlockMap::default();
         for &(idx, len) in layout {
             map.blocks.insert(idx, Vec::with_capacity(len as usize));
-            map.charge += len + BLOCK_OVERHEAD;
+            map.charge += block_charge(len);
         }
         map
     }
@@ -107,7 +113,7 @@ impl BlockMap {
                 }
             }
         }
-        let charge = layout.iter().map(|&(_, len)| len + BLOCK_OVERHEAD).sum();
+        let charge = layout.iter().map(|&(_, len)| block_charge(len)).sum();
         (layout, charge)
     }
 
@@ -151,7 +157,7 @@ impl BlockMap {
         let block = match self.blocks.entry(idx) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                self.charge += BLOCK_OVERHEAD;
+                self.charge += block_charge(0);
                 e.insert(Vec::new())
             }
         };
@@ -159,7 +165,7 @@ impl BlockMap {
         let want = grown(cap, len);
         if want > cap {
             block.reserve_exact((want - block.len() as u64) as usize);
-            self.charge += block.capacity() as u64 - cap;
+            self.charge += block_charge(block.capacity() as u64) - block_charge(cap);
         }
         if (block.len() as u64) < len {
             self.stored += len - block.len() as u64;
@@ -172,7 +178,7 @@ impl BlockMap {
     pub(crate) fn truncate(&mut self, size: u64) {
         let first_gone = size.div_ceil(BLOCK_SIZE);
         for (_, block) in self.blocks.split_off(&first_gone) {
-            self.charge -= block.capacity() as u64 + BLOCK_OVERHEAD;
+            self.charge -= block_charge(block.capacity() as u64);
             self.stored -= block.len() as u64;
         }
         if !size.is_multiple_of(BLOCK_SIZE) {
@@ -190,12 +196,12 @@ impl BlockMap {
         self.stored -= block.len() as u64 - keep;
         if keep == 0 {
             self.blocks.remove(&idx);
-            self.charge -= cap + BLOCK_OVERHEAD;
+            self.charge -= block_charge(cap);
             return;
         }
         block.truncate(keep as usize);
         block.shrink_to_fit();
-        self.charge -= cap - block.capacity() as u64;
+        self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
     }
 
     /// Turns `[off, end)` into a hole: whole blocks and block tails are
@@ -241,7 +247,7 @@ impl BlockMap {
             let cap = block.capacity() as u64;
             if cap > block.len() as u64 {
                 block.shrink_to_fit();
-                self.charge -= cap - block.capacity() as u64;
+                self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
             }
         }
     }
@@ -281,7 +287,7 @@ impl BlockMap {
             if block.is_empty() || block.len() as u64 > BLOCK_SIZE || block.capacity() as u64 > BLOCK_SIZE {
                 return Err(format!("block {idx} has len {} cap {}", block.len(), block.capacity()));
             }
-            charge += block.capacity() as u64 + BLOCK_OVERHEAD;
+            charge += block_charge(block.capacity() as u64);
             stored += block.len() as u64;
         }
         if charge != self.charge || stored != self.stored {

@@ -8,7 +8,7 @@
 //!   cell never straddles two extents and is answered with a `Bytes` slice.
 //! - Extents hold exactly the bytes that are data; gaps between them are
 //!   holes and cost nothing. A frozen extent is always allocated to its exact
-//!   length, so its charge is its length plus [`CHUNK_OVERHEAD`].
+//!   length, so its charge is its length plus fixed overheads (`extent_charge`).
 //! - Random writes are rare here (under `auto` storage they promote the file
 //!   to a block map), but they must still work: they overwrite extents in
 //!   place (copying an extent only when a reader still holds it) and fill
@@ -20,15 +20,21 @@
 
 use bytes::Bytes;
 
-use super::{Seek, grid_end, zeros};
+use super::{Seek, alloc_overhead, grid_end, zeros};
 
 /// Extents never cross a multiple of this offset.
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// Smallest capacity given to a fresh tail buffer.
 const MIN_TAIL: u64 = 4096;
-/// Bytes charged per extent on top of its data: the `Chunk` slot, the
-/// allocator's header and the shared-buffer header `Bytes` may add.
-pub const CHUNK_OVERHEAD: u64 = 64;
+/// Bytes charged per extent on top of its buffer: its `Chunk` slot (40
+/// bytes, up to twice that after the list grows) and the shared-buffer
+/// header `Bytes` allocates once an extent has been read.
+pub const EXTENT_SLOT: u64 = 112;
+
+/// What an extent (or the tail) whose buffer holds `cap` bytes is charged.
+pub(crate) fn extent_charge(cap: u64) -> u64 {
+    if cap == 0 { 0 } else { cap + alloc_overhead(cap) + EXTENT_SLOT }
+}
 
 struct Chunk {
     start: u64,
@@ -222,7 +228,7 @@ impl ChunkList {
         self.gaps(off, end)
             .into_iter()
             .flat_map(|(s, e)| Self::grid_pieces(s, e))
-            .map(|(s, e)| e - s + CHUNK_OVERHEAD)
+            .map(|(s, e)| extent_charge(e - s))
             .sum()
     }
 
@@ -249,7 +255,7 @@ impl ChunkList {
         // Reopening a frozen extent keeps its charge; a gap-closing freeze only shrinks.
         for step in tail_steps(start, len, cap, n) {
             if step.cap > cap {
-                cost += step.cap - cap + if cap == 0 { CHUNK_OVERHEAD } else { 0 };
+                cost += extent_charge(step.cap) - extent_charge(cap);
             }
             cap = if step.freeze { 0 } else { step.cap };
         }
@@ -311,7 +317,7 @@ impl ChunkList {
             return;
         }
         for c in &fresh {
-            self.charge += c.len() + CHUNK_OVERHEAD;
+            self.charge += extent_charge(c.len());
             self.stored += c.len();
         }
         // Merge the new extents with the old ones of the same range.
@@ -334,9 +340,9 @@ impl ChunkList {
                 let Some(last) = self.chunks.pop() else {
                     unreachable!("append_origin reopens only an existing extent")
                 };
-                let charged = last.len();
+                let charged = extent_charge(last.len());
                 self.tail = Vec::from(last.data);
-                self.charge = self.charge - charged + self.tail.capacity() as u64;
+                self.charge = self.charge - charged + extent_charge(self.tail.capacity() as u64);
             }
             self.tail_start = start;
         }
@@ -346,10 +352,7 @@ impl ChunkList {
             let old_cap = self.tail.capacity() as u64;
             if step.cap > old_cap {
                 self.tail.reserve_exact((step.cap - self.tail.len() as u64) as usize);
-                self.charge += self.tail.capacity() as u64 - old_cap;
-                if old_cap == 0 {
-                    self.charge += CHUNK_OVERHEAD;
-                }
+                self.charge += extent_charge(self.tail.capacity() as u64) - extent_charge(old_cap);
             }
             let (now, later) = rest.split_at(step.take as usize);
             self.tail.extend_from_slice(now);
@@ -371,7 +374,7 @@ impl ChunkList {
         let mut v = std::mem::take(&mut self.tail);
         let cap = v.capacity() as u64;
         v.shrink_to_fit();
-        self.charge -= cap - v.capacity() as u64;
+        self.charge -= extent_charge(cap) - extent_charge(v.capacity() as u64);
         self.chunks.push(Chunk { start: self.tail_start, data: Bytes::from(v) });
     }
 
@@ -381,10 +384,7 @@ impl ChunkList {
         let cap = self.tail.capacity() as u64;
         if cap > self.tail.len() as u64 {
             self.tail.shrink_to_fit();
-            if self.tail.capacity() == 0 {
-                self.charge -= CHUNK_OVERHEAD;
-            }
-            self.charge -= cap - self.tail.capacity() as u64;
+            self.charge -= extent_charge(cap) - extent_charge(self.tail.capacity() as u64);
         }
     }
 
@@ -398,23 +398,20 @@ impl ChunkList {
             self.stored -= self.tail.len() as u64 - keep;
             self.tail.truncate(keep as usize);
             self.tail.shrink_to_fit();
-            self.charge -= cap - self.tail.capacity() as u64;
-            if self.tail.capacity() == 0 {
-                self.charge -= CHUNK_OVERHEAD;
-            }
+            self.charge -= extent_charge(cap) - extent_charge(self.tail.capacity() as u64);
         }
         let keep = self.chunks.partition_point(|c| c.start < size);
         for c in self.chunks.drain(keep..) {
-            self.charge -= c.len() + CHUNK_OVERHEAD;
+            self.charge -= extent_charge(c.len());
             self.stored -= c.len();
         }
         if let Some(last) = self.chunks.last_mut()
             && last.end() > size
         {
-            let cut = last.end() - size;
+            let (old, cut) = (last.len(), last.end() - size);
             let new_len = (size - last.start) as usize;
             last.edit(|v| v.truncate(new_len));
-            self.charge -= cut;
+            self.charge -= extent_charge(old) - extent_charge(old - cut);
             self.stored -= cut;
         }
     }
@@ -428,8 +425,8 @@ impl ChunkList {
         let chunk = self.chunks.get(self.first_after(off)).filter(|c| inside(c.start, c.end()));
         let tail = (self.tail_active() && inside(self.tail_start, self.tail_end())).then_some(());
         match (chunk, tail) {
-            (Some(c), _) => c.end() - end + CHUNK_OVERHEAD,
-            (None, Some(())) => self.tail_end() - end + CHUNK_OVERHEAD,
+            (Some(c), _) => extent_charge(c.end() - end),
+            (None, Some(())) => extent_charge(self.tail_end() - end),
             (None, None) => 0,
         }
     }
@@ -447,7 +444,7 @@ impl ChunkList {
         let mut kept = Vec::new();
         for mut c in self.chunks.drain(i..j) {
             let (s, e) = (c.start, c.end());
-            self.charge -= c.len() + CHUNK_OVERHEAD;
+            self.charge -= extent_charge(c.len());
             self.stored -= c.len();
             if s < off && e > end {
                 let suffix = Chunk { start: end, data: Bytes::copy_from_slice(&c.data[(end - s) as usize..]) };
@@ -468,7 +465,7 @@ impl ChunkList {
             }
         }
         for c in &kept {
-            self.charge += c.len() + CHUNK_OVERHEAD;
+            self.charge += extent_charge(c.len());
             self.stored += c.len();
         }
         self.chunks.splice(i..i, kept);
@@ -480,7 +477,7 @@ impl ChunkList {
     pub(crate) fn allocate_cost(&self, off: u64, end: u64) -> u64 {
         let de = self.data_end();
         let beyond =
-            if end > de { Self::grid_pieces(off.max(de), end).map(|(s, e)| e - s + CHUNK_OVERHEAD).sum() } else { 0 };
+            if end > de { Self::grid_pieces(off.max(de), end).map(|(s, e)| extent_charge(e - s)).sum() } else { 0 };
         self.gap_fill_cost(off, end.min(de)) + beyond
     }
 
@@ -498,7 +495,7 @@ impl ChunkList {
             .map(|(s, e)| Chunk { start: s, data: Bytes::from(vec![0u8; (e - s) as usize]) })
             .collect();
         for c in fresh {
-            self.charge += c.len() + CHUNK_OVERHEAD;
+            self.charge += extent_charge(c.len());
             self.stored += c.len();
             let at = self.chunks.partition_point(|x| x.start < c.start);
             self.chunks.insert(at, c);
@@ -557,7 +554,7 @@ impl ChunkList {
                 return Err(format!("extent at {} crosses the grid", c.start));
             }
             prev_end = c.end();
-            charge += c.len() + CHUNK_OVERHEAD;
+            charge += extent_charge(c.len());
             stored += c.len();
         }
         if self.tail_active() {
@@ -567,7 +564,7 @@ impl ChunkList {
             if self.tail_start + self.tail.capacity() as u64 > grid_end(self.tail_start, CHUNK_SIZE) {
                 return Err("tail capacity crosses the grid".into());
             }
-            charge += self.tail.capacity() as u64 + CHUNK_OVERHEAD;
+            charge += extent_charge(self.tail.capacity() as u64);
             stored += self.tail.len() as u64;
         } else if self.tail.capacity() != 0 {
             return Err("inactive tail holds memory".into());

@@ -16,8 +16,8 @@ mod chunks;
 
 use bytes::Bytes;
 
-pub use blocks::{BLOCK_OVERHEAD, BLOCK_SIZE};
-pub use chunks::{CHUNK_OVERHEAD, CHUNK_SIZE};
+pub use blocks::{BLOCK_SIZE, BLOCK_SLOT};
+pub use chunks::{CHUNK_SIZE, EXTENT_SLOT};
 
 use blocks::BlockMap;
 use chunks::ChunkList;
@@ -51,6 +51,15 @@ pub enum Seek {
     Data,
     /// `SEEK_HOLE`: the next byte in a hole (end of file counts as a hole).
     Hole,
+}
+
+/// Bytes the allocator adds to a data buffer of `len` bytes: its header and
+/// rounding, or for large buffers (which glibc serves with `mmap` once they
+/// reach its threshold, 128 KiB in the daemon) the rounding up to whole
+/// pages.
+pub fn alloc_overhead(len: u64) -> u64 {
+    const LARGE: u64 = 128 * 1024;
+    if len >= LARGE { (len + 16).div_ceil(4096) * 4096 - len } else { 32 }
 }
 
 /// The end of the grid cell of size `cell` that contains `off`.

@@ -1,5 +1,7 @@
 //! Storage shapes against a plain `Vec<u8>` model.
 
+use super::blocks::block_charge;
+use super::chunks::extent_charge;
 use super::*;
 
 /// Small deterministic generator (xorshift) so failures reproduce by seed.
@@ -157,7 +159,9 @@ fn appends_coalesce_into_grid_extents() {
     check(&f, &vec![7u8; piece.len() * n]);
     let stored = (piece.len() * n) as u64;
     // Three grid cells, each one extent: exact memory plus small overhead.
-    assert_eq!(f.charge(), stored + 3 * CHUNK_OVERHEAD);
+    let cells = [CHUNK_SIZE, CHUNK_SIZE, stored - 2 * CHUNK_SIZE];
+    assert_eq!(f.charge(), cells.iter().map(|&c| extent_charge(c)).sum::<u64>());
+    assert!(f.charge() < stored + 3 * 4300, "overhead stays under 0.5%");
     // A read inside one cell comes back without copying: same pointer as a second read.
     let a = f.read(4096, 8192);
     let b = f.read(4096, 8192);
@@ -170,8 +174,9 @@ fn small_file_is_charged_its_size() {
         let mut f = FileData::new(shape);
         f.write(0, b"hello world", false);
         f.compact();
-        let overhead = if shape == Shape::Sequential { CHUNK_OVERHEAD } else { BLOCK_OVERHEAD };
-        assert_eq!(f.charge(), 11 + overhead, "{shape:?}");
+        let charge = if shape == Shape::Sequential { extent_charge(11) } else { block_charge(11) };
+        assert_eq!(f.charge(), charge, "{shape:?}");
+        assert!(charge < 11 + 150, "{shape:?}: small files stay small");
     }
 }
 
@@ -225,9 +230,9 @@ fn punch_inside_an_extent_splits_it_and_frees_the_middle() {
     f.write(0, &vec![5u8; 200_000], false);
     f.compact();
     let cost = f.punch_cost(50_000, 100_000, false);
-    assert_eq!(cost, 50_000 + CHUNK_OVERHEAD);
+    assert_eq!(cost, extent_charge(50_000));
     f.punch(50_000, 100_000, false);
-    assert_eq!(f.charge(), 100_000 + 2 * CHUNK_OVERHEAD);
+    assert_eq!(f.charge(), 2 * extent_charge(50_000));
     let mut model = vec![5u8; 200_000];
     model[50_000..150_000].fill(0);
     check(&f, &model);

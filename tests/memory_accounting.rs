@@ -1,0 +1,177 @@
+//! "Every byte the daemon holds for the filesystem is reserved from the
+//! quota": checked in-process, with a global allocator that counts what the
+//! engine really holds (each allocation's usable size plus the allocator's
+//! 8-byte chunk header), against what the quota charged for the same work.
+//! This is the engine-level proof behind the daemon's resident-memory bound
+//! (tests/mount_reliability.rs): memory the quota does not see is memory the
+//! bound does not cover.
+//!
+//! One test in this binary, so no other test's allocations are counted.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use scratchfs::{Engine, StoragePolicy, WriteOptions, XattrSet};
+
+/// Bytes held by live allocations, allocator headers included.
+static HELD: AtomicI64 = AtomicI64::new(0);
+
+struct Counting;
+
+/// What an allocation at `p` holds: its usable size and the chunk header.
+fn held(p: *mut u8) -> i64 {
+    // SAFETY: p is a live allocation of the system allocator (malloc family).
+    (unsafe { libc::malloc_usable_size(p.cast()) } + 8) as i64
+}
+
+// SAFETY: every call is forwarded to the system allocator; only counts are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            HELD.fetch_add(held(p), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            HELD.fetch_add(held(p), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        HELD.fetch_sub(held(p), Ordering::Relaxed);
+        unsafe { System.dealloc(p, layout) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let before = held(p);
+        let q = unsafe { System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            HELD.fetch_add(held(q) - before, Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// One scenario's figures.
+struct Row {
+    what: String,
+    objects: u64,
+    charged: i64,
+    held: i64,
+}
+
+/// Runs `work` on a fresh engine and compares what it allocated (still live
+/// afterwards) with what the quota charged.
+fn measure(what: &str, objects: u64, work: impl FnOnce(&Engine)) -> Row {
+    let e = common::engine(1 << 40, StoragePolicy::Auto);
+    let used0 = e.stats().used_bytes as i64;
+    let held0 = HELD.load(Ordering::Relaxed);
+    work(&e);
+    let held = HELD.load(Ordering::Relaxed) - held0;
+    let charged = e.stats().used_bytes as i64 - used0;
+    common::invariants(&e);
+    Row { what: what.to_owned(), objects, charged, held }
+}
+
+fn files(e: &Engine, n: u64, size: usize) {
+    let data = vec![b'x'; size];
+    for i in 0..n {
+        let (_, fh) = common::file_with(e, scratchfs::Ino::ROOT, &format!("f{i:06}"), &data);
+        e.release(fh).unwrap();
+    }
+}
+
+#[test]
+fn what_the_engine_holds_never_exceeds_what_the_quota_charged() {
+    let root = scratchfs::Ino::ROOT;
+    let rows = vec![
+        measure("empty files", 20_000, |e| files(e, 20_000, 0)),
+        measure("100-byte files", 20_000, |e| files(e, 20_000, 100)),
+        measure("2,200-byte files", 20_000, |e| files(e, 20_000, 2200)),
+        measure("directories", 5_000, |e| {
+            for i in 0..5_000 {
+                e.mkdir(root, format!("d{i:05}").as_bytes(), 0o755, &common::ROOT).unwrap();
+            }
+        }),
+        measure("symlinks", 20_000, |e| {
+            for i in 0..20_000 {
+                e.symlink(root, format!("l{i:06}").as_bytes(), b"some/target/path", &common::ROOT).unwrap();
+            }
+        }),
+        measure("files, one directory each", 5_000, |e| {
+            for i in 0..5_000 {
+                let d = e.mkdir(root, format!("d{i:05}").as_bytes(), 0o755, &common::ROOT).unwrap();
+                let (_, fh) = common::file_with(e, d.ino, "f", b"content");
+                e.release(fh).unwrap();
+            }
+        }),
+        measure("one 64 MiB file, 1 MiB writes", 1, |e| {
+            let (_, fh) = common::file_with(e, root, "big", b"");
+            let piece = vec![7u8; 1 << 20];
+            for k in 0..64u64 {
+                e.write(fh, k << 20, &piece, WriteOptions::default()).unwrap();
+            }
+            e.release(fh).unwrap();
+        }),
+        measure("one 8 MiB file, 4 KiB appends, open", 1, |e| {
+            let (_, fh) = common::file_with(e, root, "log", b"");
+            let piece = vec![7u8; 4096];
+            for k in 0..2048u64 {
+                e.write(fh, k * 4096, &piece, WriteOptions::default()).unwrap();
+            }
+        }),
+        measure("random 4 KiB writes, 8 sparse files", 8, |e| {
+            let mut x = 12345u64;
+            let fhs: Vec<_> = (0..8).map(|i| common::file_with(e, root, &format!("s{i}"), b"").1).collect();
+            let page = vec![3u8; 4096];
+            for _ in 0..4_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let fh = fhs[(x % 8) as usize];
+                let off = (x >> 8) % (64 << 20) / 4096 * 4096;
+                e.write(fh, off, &page, WriteOptions::default()).unwrap();
+            }
+            for fh in fhs {
+                e.release(fh).unwrap();
+            }
+        }),
+        measure("xattrs, 16-byte values", 2_000, |e| {
+            let (ino, fh) = common::file_with(e, root, "x", b"");
+            e.release(fh).unwrap();
+            for i in 0..2_000 {
+                e.setxattr(ino, format!("user.k{i:05}").as_bytes(), b"0123456789abcdef", XattrSet::Create).unwrap();
+            }
+        }),
+    ];
+    let mut over = Vec::new();
+    for r in &rows {
+        let per = |v: i64| v as f64 / r.objects as f64;
+        eprintln!(
+            "  {:<38} charged {:>11} held {:>11}  per object: charged {:>9.1} held {:>9.1} ({:+.1})",
+            r.what,
+            r.charged,
+            r.held,
+            per(r.charged),
+            per(r.held),
+            per(r.held - r.charged)
+        );
+        if r.held > r.charged {
+            over.push(format!(
+                "{}: holds {} bytes, {} charged ({:.1} bytes per object uncharged)",
+                r.what,
+                r.held,
+                r.charged,
+                per(r.held - r.charged)
+            ));
+        }
+    }
+    assert!(over.is_empty(), "the engine holds memory the quota did not charge:\n  {}", over.join("\n  "));
+}

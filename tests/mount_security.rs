@@ -1,0 +1,252 @@
+//! Security defaults of a mounted scratchfs: other users are kept out
+//! without `--allow-other`; with it the kernel enforces modes and ownership
+//! (`default_permissions`); mounts are `nosuid,nodev` so set-uid binaries
+//! and device nodes copied in gain nothing (each checked against a mount
+//! that asks for `suid,dev`, so the checks would notice); and the daemon
+//! holds no host path but its own descriptors, with `/` as its directory.
+
+mod common;
+mod reliability;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::mount::{BIN, Mount, become_subreaper, require_fuse};
+use reliability::{Background, as_nobody, text};
+
+const NOBODY: u32 = 65534;
+
+/// Lets other users reach the mount point (the test's temporary directory is 0700).
+fn open_parent(m: &Mount) {
+    std::fs::set_permissions(m.path.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs a shell command as `nobody` with the mount as the working directory's parent.
+fn nobody_sh(script: &str) -> Output {
+    as_nobody("sh").arg("-c").arg(script).output().unwrap()
+}
+
+fn denied(out: &Output) -> bool {
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+}
+
+#[test]
+fn other_users_cannot_enter_without_allow_other() {
+    let Some(m) = Mount::new(&["--size", "16M"]) else { return };
+    open_parent(&m);
+    std::fs::write(m.join("f"), b"root's file").unwrap();
+    std::fs::set_permissions(m.join("f"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mnt = m.path.display();
+    // The directory above is open to nobody: only the mount refuses.
+    let control = nobody_sh(&format!("ls {}", m.path.parent().unwrap().display()));
+    assert!(control.status.success(), "{}", text(&control));
+    for cmd in [format!("stat {mnt}"), format!("ls {mnt}"), format!("cat {mnt}/f"), format!("touch {mnt}/new")] {
+        let out = nobody_sh(&cmd);
+        assert!(denied(&out), "`{cmd}` as nobody: {}", text(&out));
+    }
+    assert!(!m.join("new").exists());
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"root's file", "root is still served");
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn with_allow_other_the_kernel_enforces_modes_and_ownership() {
+    let Some(m) = Mount::new(&["--size", "16M", "--allow-other"]) else { return };
+    open_parent(&m);
+    let mode = |p: &str, bits: u32| std::fs::set_permissions(m.join(p), std::fs::Permissions::from_mode(bits)).unwrap();
+    std::fs::create_dir(m.join("d755")).unwrap();
+    mode("d755", 0o755);
+    std::fs::create_dir(m.join("d1777")).unwrap();
+    mode("d1777", 0o1777);
+    std::fs::write(m.join("d1777/roots"), b"root's, in a sticky dir").unwrap();
+    std::fs::write(m.join("f600"), b"secret").unwrap();
+    mode("f600", 0o600);
+    std::fs::write(m.join("f644"), b"public").unwrap();
+    mode("f644", 0o644);
+    let mnt = m.path.display();
+    let run = |cmd: String| (nobody_sh(&cmd), cmd);
+    // Allowed.
+    for (out, cmd) in [
+        run(format!("ls {mnt} >/dev/null")),
+        run(format!("cat {mnt}/f644")),
+        run(format!("echo mine > {mnt}/d1777/mine")),
+        run(format!("cat {mnt}/d1777/mine")),
+    ] {
+        assert!(out.status.success(), "`{cmd}` as nobody should work: {}", text(&out));
+    }
+    assert_eq!(std::fs::metadata(m.join("d1777/mine")).unwrap().uid(), NOBODY, "created with the caller's uid");
+    // Refused by modes and ownership.
+    for (out, cmd) in [
+        run(format!("touch {mnt}/d755/x")),
+        run(format!("mkdir {mnt}/d755/sub")),
+        run(format!("cat {mnt}/f600")),
+        run(format!("echo x >> {mnt}/f644")),
+        run(format!("truncate -s 0 {mnt}/f644")),
+        run(format!("touch {mnt}/f644")),
+    ] {
+        assert!(denied(&out), "`{cmd}` as nobody must be refused: {}", text(&out));
+    }
+    for (out, cmd) in [
+        run(format!("chmod 666 {mnt}/f644")),
+        run(format!("chown nobody {mnt}/f644")),
+        run(format!("rm -f {mnt}/d1777/roots")),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("Operation not permitted"), "`{cmd}` as nobody: {}", text(&out));
+    }
+    assert_eq!(std::fs::read(m.join("f644")).unwrap(), b"public");
+    assert_eq!(std::fs::metadata(m.join("f644")).unwrap().mode() & 0o7777, 0o644);
+    assert!(m.join("d1777/roots").exists() && !m.join("d755/x").exists());
+    assert!(m.unmount().success());
+}
+
+/// The mount's options as /proc/self/mounts shows them.
+fn mount_options(path: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(path.to_str().unwrap())).expect("mounted");
+    line.split(' ').nth(3).unwrap().split(',').map(str::to_owned).collect()
+}
+
+/// Copies a set-uid-root `id` and a `/dev/null` device node in, runs `id -u`
+/// as nobody and writes to the node; returns (`id -u` output, device write worked).
+fn try_privileges(m: &Mount) -> (String, bool) {
+    open_parent(m);
+    std::fs::copy("/usr/bin/id", m.join("id")).unwrap();
+    std::fs::set_permissions(m.join("id"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(std::fs::metadata(m.join("id")).unwrap().mode() & 0o7777, 0o4755);
+    let out = as_nobody(m.join("id").to_str().unwrap()).arg("-u").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let euid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    m.sh_ok("mknod null c 1 3 && chmod 666 null");
+    let dev = std::fs::OpenOptions::new().write(true).open(m.join("null"));
+    if let Err(e) = &dev {
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    }
+    (euid, dev.is_ok())
+}
+
+#[test]
+fn mounts_are_nosuid_and_nodev_by_default_so_set_uid_and_devices_gain_nothing() {
+    let Some(m) = Mount::new(&["--size", "16M", "--allow-other"]) else { return };
+    let opts = mount_options(&m.path);
+    assert!(opts.contains(&"nosuid".to_owned()) && opts.contains(&"nodev".to_owned()), "{opts:?}");
+    let (euid, dev) = try_privileges(&m);
+    assert_eq!(euid, NOBODY.to_string(), "a set-uid-root binary on the mount runs as its caller");
+    assert!(!dev, "a device node on the mount cannot be opened");
+    assert!(m.unmount().success());
+    // The same steps on a mount that asks for suid,dev do gain: the checks above can fail.
+    let Some(m) = Mount::new(&["--size", "16M", "--allow-other", "-o", "suid,dev"]) else { return };
+    let opts = mount_options(&m.path);
+    assert!(!opts.contains(&"nosuid".to_owned()), "{opts:?}");
+    let (euid, dev) = try_privileges(&m);
+    assert_eq!((euid.as_str(), dev), ("0", true), "control mount with suid,dev");
+    assert!(m.unmount().success());
+}
+
+/// What the daemon's descriptors point at, its working and root directories.
+fn descriptors(pid: u32) -> (Vec<String>, String, String) {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    let link = |what: &str| std::fs::read_link(format!("/proc/{pid}/{what}")).unwrap().to_string_lossy().into_owned();
+    (fds, link("cwd"), link("root"))
+}
+
+/// Starts a background daemon on `bg` whose only inherited descriptors are
+/// stdio and, if given, `extra` (left open across exec).
+fn start_clean(bg: &Background, extra: Option<i32>) -> Output {
+    become_subreaper();
+    let mut cmd = Command::new(BIN);
+    cmd.arg(&bg.mnt).args(["--size", "16M", "--guard-interval", "10ms", "--pid-file"]);
+    cmd.arg(&bg.pid_file).arg("--log-file").arg(&bg.log);
+    // SAFETY: the closure calls only async-signal-safe functions (close_range, fcntl).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Descriptors the test runner inherited are not the daemon's doing.
+            match extra {
+                Some(fd) => {
+                    libc::close_range(3, (fd - 1) as u32, 0);
+                    libc::close_range((fd + 1) as u32, u32::MAX, 0);
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                }
+                None => {
+                    libc::close_range(3, u32::MAX, 0);
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+/// Some work that takes memory readings, opens and closes handles, lists directories.
+fn workload(mnt: &Path) {
+    for i in 0..50 {
+        std::fs::write(mnt.join(format!("f{i}")), vec![b'x'; 100_000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _f = std::fs::File::open(mnt.join("f0")).unwrap();
+    assert_eq!(std::fs::read_dir(mnt).unwrap().count(), 50);
+    for i in 0..50 {
+        std::fs::remove_file(mnt.join(format!("f{i}"))).unwrap();
+    }
+}
+
+#[test]
+fn the_daemon_holds_no_host_path_and_runs_in_root() {
+    if !require_fuse() {
+        return;
+    }
+    let bg = Background::new();
+    let out = start_clean(&bg, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = bg.pid().unwrap();
+    workload(&bg.mnt);
+    let (fds, cwd, root) = descriptors(pid);
+    eprintln!("daemon {pid}: cwd {cwd}, root {root}, descriptors {fds:?}");
+    assert_eq!((cwd.as_str(), root.as_str()), ("/", "/"), "the daemon does not keep the caller's directory busy");
+    let log = bg.log.to_string_lossy().into_owned();
+    let own_proc = format!("/proc/{pid}/");
+    let stray: Vec<&String> = fds
+        .iter()
+        .filter(|f| {
+            !(f.as_str() == "/dev/fuse"
+                || f.as_str() == "/dev/null"
+                || **f == log
+                || f.starts_with("socket:[")
+                || f.starts_with(&own_proc))
+        })
+        .collect();
+    assert!(stray.is_empty(), "descriptors beyond /dev/fuse, /dev/null, the log and sockets: {stray:?}");
+    assert!(fds.iter().any(|f| f == "/dev/fuse") && fds.contains(&log));
+    assert!(bg.stop());
+}
+
+#[test]
+fn the_daemon_does_not_keep_descriptors_it_inherited() {
+    if !require_fuse() {
+        return;
+    }
+    let bg = Background::new();
+    // A descriptor the caller happened to leave open (no close-on-exec) on a host directory.
+    let host = bg.dir().join("host-dir");
+    std::fs::create_dir(&host).unwrap();
+    let dir = std::fs::File::open(&host).unwrap();
+    // SAFETY: dup of an open descriptor; the copy has no close-on-exec flag.
+    let inherited = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    assert!(inherited >= 0);
+    let out = start_clean(&bg, Some(inherited));
+    // SAFETY: closing our duplicate.
+    unsafe { libc::close(inherited) };
+    assert!(out.status.success(), "{}", text(&out));
+    let (fds, _, _) = descriptors(bg.pid().unwrap());
+    let host = host.to_string_lossy().into_owned();
+    eprintln!("daemon descriptors with an inherited one on {host}: {fds:?}");
+    assert!(!fds.contains(&host), "the daemon keeps the caller's descriptor on {host} open for its whole life");
+    assert!(bg.stop());
+}
