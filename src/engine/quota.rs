@@ -81,8 +81,7 @@ impl Quota {
 
     /// Whether bytes were released since the last measurement.
     pub(crate) fn releases_pending(&self) -> bool {
-        self.reporting.load(Ordering::Relaxed)
-            && self.released() > self.released_at_report.load(Ordering::Relaxed)
+        self.reporting.load(Ordering::Relaxed) && self.released() > self.released_at_report.load(Ordering::Relaxed)
     }
 
     /// Takes `n` bytes from the quota, or refuses and changes nothing.
