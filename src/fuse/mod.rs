@@ -62,6 +62,19 @@ pub struct FuseFs {
 
 const GENERATION: Generation = Generation(0);
 
+/// How the kernel should cache an open file. Everything read goes through
+/// the page cache, kept across opens (nothing changes a file behind the
+/// kernel's back). Write-only opens bypass it (`FOPEN_DIRECT_IO`): the
+/// writer's data is copied once, into the request, instead of into fresh
+/// page-cache pages first; no page is held twice; and the kernel skips its
+/// per-inode `security.capability` probe on the first write (set-uid bits
+/// are still cleared, through `FUSE_WRITE_KILL_SUIDGID`). A write-only
+/// descriptor cannot be mapped, and the kernel drops cached pages of the
+/// range a direct write covers, so readers stay coherent.
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller { uid: req.uid(), gid: req.gid() }
 }
@@ -351,7 +364,7 @@ impl Filesystem for FuseFs {
         self.count(Op::Open, 0);
         self.run("open", || match self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &caller(req)) {
             // Keep the page cache: nothing changes the file behind the kernel's back.
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh.0), open_flags(flags.0)),
             Err(e) => fail!(reply, "open", e),
         });
     }
@@ -566,10 +579,11 @@ impl Filesystem for FuseFs {
         self.count(Op::Create, 0);
         self.run("create", || {
             self.maybe_panic(bytes(name));
+            let raw_flags = flags;
             let flags = OpenFlags::from_libc(flags);
             match self.allocating(|| self.engine.create(ino(parent), bytes(name), mode, flags, &caller(req))) {
                 Ok((a, fh)) => {
-                    reply.created(&TTL, &file_attr(&a), GENERATION, FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE);
+                    reply.created(&TTL, &file_attr(&a), GENERATION, FileHandle(fh.0), open_flags(raw_flags));
                 }
                 Err(e) => fail!(reply, "create", e),
             }
