@@ -169,17 +169,19 @@ fn guard_refuses_a_quota_larger_than_memory_at_creation() {
 fn per_write_guard_refuses_when_memory_runs_short() {
     let probe = FakeProbe::new(100 << 20);
     let e = guarded(GuardMode::PerWrite, GuardAction::Deny, 64 << 20, &probe).unwrap();
-    let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 1 << 20]);
-    // The host runs short: only 500 kB left.
+    // A streaming writer: its first 1 MiB takes a whole 2 MiB grid cell.
+    let cell = scratchfs::storage::CHUNK_SIZE;
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", &vec![1u8; cell as usize]);
+    // The host runs short: only 500 kB left. Writing a new cell needs memory.
     probe.set(500_000);
-    let r = e.write(fh, 1 << 20, &[2u8; 1 << 20], W);
+    let r = e.write(fh, cell, &[2u8; 1 << 20], W);
     assert!(matches!(r, Err(FsError::NoSpace(NoSpaceCause::MemoryGuard { .. }))), "{r:?}");
-    assert_eq!(e.getattr(ino).unwrap().size, 1 << 20, "nothing changed");
+    assert_eq!(e.getattr(ino).unwrap().size, cell, "nothing changed");
     assert_eq!(e.stats().refusals.memory_guard, 1);
     // Reads and in-place overwrites still work.
     e.write(fh, 0, &[3u8; 4096], W).unwrap();
     probe.set(100 << 20);
-    e.write(fh, 1 << 20, &[2u8; 1 << 20], W).unwrap();
+    e.write(fh, cell, &[2u8; 1 << 20], W).unwrap();
     e.release(fh).unwrap();
     invariants(&e);
 

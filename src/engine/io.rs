@@ -13,7 +13,7 @@ use super::quota::Reservation;
 use super::stats::{bump, drop_one};
 use super::types::{Caller, Fallocate, Fh, Ino, OpenFlags, Timestamp, WriteOptions};
 use super::{Engine, FsError, Result, StoragePolicy};
-use crate::storage::{CHUNK_SIZE, FileData, MAX_FILE_SIZE, Seek, Shape};
+use crate::storage::{CHUNK_SIZE, FileData, MAX_FILE_SIZE, Plan, Seek, Shape};
 
 impl Engine {
     /// Opens the regular file `ino`.
@@ -131,27 +131,29 @@ impl Engine {
             && file.len() <= self.cfg.promotion_limit
     }
 
-    /// Reserves quota for a change that may promote the file. If the
-    /// promotion does not fit, the change goes ahead on the sequential shape
-    /// (which always works) and the skipped promotion is counted.
+    /// Reserves quota for a change under the `preferred` plan (promotion,
+    /// whole cells) if it fits, else under the plain plan, which needs the
+    /// least and always works: a change that fits is never refused for the
+    /// sake of a storage optimisation. A skipped promotion is counted.
     fn reserve_change(
         &self,
         file: &FileData,
-        off: u64,
+        preferred: Plan,
         op: &str,
         ino: Ino,
-        cost: impl Fn(&FileData, bool) -> u64,
-    ) -> Result<(Reservation<'_>, bool)> {
-        if self.wants_promotion(file, off) {
-            match self.reserve_quiet(cost(file, true)) {
-                Ok(r) => return Ok((r, true)),
-                Err(cause) => {
+        cost: impl Fn(&FileData, Plan) -> u64,
+    ) -> Result<(Reservation<'_>, Plan)> {
+        if preferred != Plan::PLAIN {
+            match self.reserve_quiet(cost(file, preferred)) {
+                Ok(r) => return Ok((r, preferred)),
+                Err(cause) if preferred.promote => {
                     bump(&self.counters.promotions_refused);
                     log::info!("inode {} stays sequential: promotion refused ({cause})", ino.0);
                 }
+                Err(_) => {}
             }
         }
-        Ok((self.reserve(cost(file, false), op, ino)?, false))
+        Ok((self.reserve(cost(file, Plan::PLAIN), op, ino)?, Plan::PLAIN))
     }
 
     fn count_promotion(&self) {
@@ -181,11 +183,12 @@ impl Engine {
     fn write_locked(&self, st: &mut NodeState, ino: Ino, off: u64, data: &[u8], opts: WriteOptions) -> Result<()> {
         let len = data.len() as u64;
         let file = st.file_mut()?;
-        let (bytes, promote) = self.reserve_change(file, off, "write", ino, |f, p| f.write_cost(off, len, p))?;
+        let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: true };
+        let (bytes, plan) = self.reserve_change(file, preferred, "write", ino, |f, p| f.write_cost(off, len, p))?;
         let before = file.charge();
-        file.write(off, data, promote);
+        file.write(off, data, plan);
         bytes.settle(before, file.charge());
-        if promote {
+        if plan.promote {
             self.count_promotion();
         }
         st.touch_modified(Timestamp::now());
@@ -223,11 +226,13 @@ impl Engine {
                 bytes.settle(before, file.charge());
             }
             Fallocate::PunchHole => {
-                let (bytes, promote) =
-                    self.reserve_change(file, off, "punch hole", node.ino, |f, p| f.punch_cost(off, len, p))?;
-                file.punch(off, len, promote);
+                let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: false };
+                let (bytes, plan) = self.reserve_change(file, preferred, "punch hole", node.ino, |f, p| {
+                    f.punch_cost(off, len, p.promote)
+                })?;
+                file.punch(off, len, plan.promote);
                 bytes.settle(before, file.charge());
-                if promote {
+                if plan.promote {
                     self.count_promotion();
                 }
             }

@@ -20,10 +20,14 @@
 
 use bytes::Bytes;
 
+use super::hugebuf::{HUGE, HugeBuf};
 use super::{Seek, alloc_overhead, grid_end, zeros};
 
 /// Extents never cross a multiple of this offset.
-pub const CHUNK_SIZE: u64 = 1 << 20;
+pub const CHUNK_SIZE: u64 = HUGE as u64;
+/// A write at least this large that starts a grid cell marks a streaming
+/// writer: its tail gets a whole cell at once, in a huge page.
+const STREAM_WRITE: u64 = 256 * 1024;
 /// Smallest capacity given to a fresh tail buffer.
 const MIN_TAIL: u64 = 4096;
 /// Bytes charged per extent on top of its buffer: its `Chunk` slot (40
@@ -62,6 +66,90 @@ impl Chunk {
     }
 }
 
+/// The open tail's buffer: a growable `Vec`, or, for streaming writers, a
+/// whole grid cell in a huge page.
+enum TailBuf {
+    Small(Vec<u8>),
+    Huge(HugeBuf),
+}
+
+impl Default for TailBuf {
+    fn default() -> Self {
+        TailBuf::Small(Vec::new())
+    }
+}
+
+impl TailBuf {
+    fn len(&self) -> usize {
+        match self {
+            TailBuf::Small(v) => v.len(),
+            TailBuf::Huge(h) => h.len(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            TailBuf::Small(v) => v.capacity(),
+            TailBuf::Huge(_) => HUGE,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            TailBuf::Small(v) => v,
+            TailBuf::Huge(h) => h.as_ref(),
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            TailBuf::Small(v) => v,
+            TailBuf::Huge(h) => h.as_mut_slice(),
+        }
+    }
+
+    /// Makes room for `additional` more bytes (a huge buffer always has it).
+    fn reserve_exact(&mut self, additional: usize) {
+        if let TailBuf::Small(v) = self {
+            v.reserve_exact(additional);
+        }
+    }
+
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        match self {
+            TailBuf::Small(v) => v.extend_from_slice(data),
+            TailBuf::Huge(h) => h.extend_from_slice(data),
+        }
+    }
+
+    /// Keeps the first `len` bytes in an exact-size buffer (a partly used
+    /// huge page is copied out and released).
+    fn shrink_to(&mut self, len: usize) {
+        match self {
+            TailBuf::Small(v) => {
+                v.truncate(len);
+                v.shrink_to_fit();
+            }
+            TailBuf::Huge(h) if len == HUGE && h.len() == HUGE => {}
+            TailBuf::Huge(h) => *self = TailBuf::Small(h.as_ref()[..len.min(h.len())].to_vec()),
+        }
+    }
+
+    /// The buffer as an immutable extent, exact-size.
+    fn into_bytes(mut self) -> Bytes {
+        let len = self.len();
+        self.shrink_to(len);
+        match self {
+            TailBuf::Small(v) => Bytes::from(v),
+            TailBuf::Huge(h) => Bytes::from_owner(h),
+        }
+    }
+}
+
 /// A file's bytes as sorted extents plus an open tail.
 #[derive(Default)]
 pub(crate) struct ChunkList {
@@ -70,7 +158,7 @@ pub(crate) struct ChunkList {
     chunks: Vec<Chunk>,
     /// Open extent `[tail_start, tail_start + tail.len())`; active iff not
     /// empty. Its capacity never reaches past the grid cell of `tail_start`.
-    tail: Vec<u8>,
+    tail: TailBuf,
     tail_start: u64,
     /// Σ (extent length + overhead) + (tail capacity + overhead if active).
     charge: u64,
@@ -79,30 +167,36 @@ pub(crate) struct ChunkList {
 }
 
 /// One step of growing the tail: copy `take` bytes after making the tail's
-/// capacity at least `cap`; freeze it afterwards if its grid cell is full.
+/// capacity at least `cap` (in a huge page if `huge`); freeze it afterwards
+/// if its grid cell is full.
 struct TailStep {
     take: u64,
     cap: u64,
+    huge: bool,
     freeze: bool,
 }
 
 /// The tail-append steps for `n` bytes, starting from a tail at `start`
 /// holding `len` bytes in `cap` capacity. Shared by the cost and apply paths
 /// so both make the same decisions.
-fn tail_steps(mut start: u64, mut len: u64, mut cap: u64, mut n: u64) -> Vec<TailStep> {
+fn tail_steps(mut start: u64, mut len: u64, mut cap: u64, mut n: u64, whole_cells: bool) -> Vec<TailStep> {
     let mut steps = Vec::new();
     while n > 0 {
         let cell_end = grid_end(start, CHUNK_SIZE);
         let room = cell_end - (start + len);
         let take = room.min(n);
         let need = len + take;
-        if need > cap {
+        // A large write starting a cell: take the whole cell, in a huge page.
+        let huge = whole_cells && len == 0 && cap == 0 && start.is_multiple_of(CHUNK_SIZE) && take >= STREAM_WRITE;
+        if huge {
+            cap = CHUNK_SIZE;
+        } else if need > cap {
             cap = need.max(cap.saturating_mul(2)).max(MIN_TAIL).min(cell_end - start);
         }
         len += take;
         n -= take;
         let freeze = start + len == cell_end;
-        steps.push(TailStep { take, cap, freeze });
+        steps.push(TailStep { take, cap, huge, freeze });
         if freeze {
             start = cell_end;
             len = 0;
@@ -140,7 +234,7 @@ impl ChunkList {
             f(c.start, &c.data);
         }
         if self.tail_active() {
-            f(self.tail_start, &self.tail);
+            f(self.tail_start, self.tail.as_slice());
         }
     }
 
@@ -177,7 +271,7 @@ impl ChunkList {
             copy(c.start, &c.data);
         }
         if self.tail_active() {
-            copy(self.tail_start, &self.tail);
+            copy(self.tail_start, self.tail.as_slice());
         }
         if buf.is_empty() {
             return zeros(len);
@@ -249,11 +343,11 @@ impl ChunkList {
         (off, 0, 0)
     }
 
-    fn append_cost(&self, off: u64, n: u64) -> u64 {
+    fn append_cost(&self, off: u64, n: u64, whole_cells: bool) -> u64 {
         let (start, len, mut cap) = self.append_origin(off);
         let mut cost = 0;
         // Reopening a frozen extent keeps its charge; a gap-closing freeze only shrinks.
-        for step in tail_steps(start, len, cap, n) {
+        for step in tail_steps(start, len, cap, n, whole_cells) {
             if step.cap > cap {
                 cost += extent_charge(step.cap) - extent_charge(cap);
             }
@@ -263,7 +357,7 @@ impl ChunkList {
     }
 
     /// Quota needed to write `len` bytes at `off`.
-    pub(crate) fn write_cost(&self, off: u64, len: u64) -> u64 {
+    pub(crate) fn write_cost(&self, off: u64, len: u64, whole_cells: bool) -> u64 {
         let end = off + len;
         let de = self.data_end();
         let mut cost = 0;
@@ -271,12 +365,12 @@ impl ChunkList {
             cost += self.gap_fill_cost(off, end.min(de));
         }
         if end > de {
-            cost += self.append_cost(off.max(de), end - off.max(de));
+            cost += self.append_cost(off.max(de), end - off.max(de), whole_cells);
         }
         cost
     }
 
-    pub(crate) fn write(&mut self, off: u64, data: &[u8]) {
+    pub(crate) fn write(&mut self, off: u64, data: &[u8], whole_cells: bool) {
         let end = off + data.len() as u64;
         let de = self.data_end();
         if off < de {
@@ -285,7 +379,7 @@ impl ChunkList {
         }
         if end > de {
             let start = off.max(de);
-            self.append(start, &data[(start - off) as usize..]);
+            self.append(start, &data[(start - off) as usize..], whole_cells);
         }
     }
 
@@ -310,7 +404,7 @@ impl ChunkList {
             let (s, e) = (self.tail_start.max(off), self.tail_end().min(end));
             if s < e {
                 let at = (s - self.tail_start) as usize;
-                self.tail[at..at + (e - s) as usize].copy_from_slice(src(s, e));
+                self.tail.as_mut_slice()[at..at + (e - s) as usize].copy_from_slice(src(s, e));
             }
         }
         if fresh.is_empty() {
@@ -329,7 +423,7 @@ impl ChunkList {
     }
 
     /// Appends at `off >= data_end()`, leaving a hole if `off > data_end()`.
-    fn append(&mut self, off: u64, data: &[u8]) {
+    fn append(&mut self, off: u64, data: &[u8], whole_cells: bool) {
         let (start, len, _) = self.append_origin(off);
         if self.tail_active() && self.tail_start != start {
             self.freeze_tail();
@@ -341,15 +435,20 @@ impl ChunkList {
                     unreachable!("append_origin reopens only an existing extent")
                 };
                 let charged = extent_charge(last.len());
-                self.tail = Vec::from(last.data);
+                self.tail = TailBuf::Small(Vec::from(last.data));
                 self.charge = self.charge - charged + extent_charge(self.tail.capacity() as u64);
             }
             self.tail_start = start;
         }
         let mut rest = data;
-        let steps = tail_steps(start, len, self.tail.capacity() as u64, data.len() as u64);
+        let steps = tail_steps(start, len, self.tail.capacity() as u64, data.len() as u64, whole_cells);
         for step in steps {
             let old_cap = self.tail.capacity() as u64;
+            if step.huge && self.tail.is_empty() {
+                // A huge page if the system gives one; an ordinary buffer of
+                // the same size otherwise (same charge either way).
+                self.tail = HugeBuf::new().map_or_else(|| TailBuf::Small(Vec::new()), TailBuf::Huge);
+            }
             if step.cap > old_cap {
                 self.tail.reserve_exact((step.cap - self.tail.len() as u64) as usize);
                 self.charge += extent_charge(self.tail.capacity() as u64) - extent_charge(old_cap);
@@ -371,11 +470,10 @@ impl ChunkList {
         if !self.tail_active() {
             return;
         }
-        let mut v = std::mem::take(&mut self.tail);
-        let cap = v.capacity() as u64;
-        v.shrink_to_fit();
-        self.charge -= extent_charge(cap) - extent_charge(v.capacity() as u64);
-        self.chunks.push(Chunk { start: self.tail_start, data: Bytes::from(v) });
+        let v = std::mem::take(&mut self.tail);
+        let (cap, len) = (v.capacity() as u64, v.len() as u64);
+        self.charge -= extent_charge(cap) - extent_charge(len);
+        self.chunks.push(Chunk { start: self.tail_start, data: v.into_bytes() });
     }
 
     /// Gives back the tail's spare capacity (called when the last writer
@@ -383,7 +481,7 @@ impl ChunkList {
     pub(crate) fn compact(&mut self) {
         let cap = self.tail.capacity() as u64;
         if cap > self.tail.len() as u64 {
-            self.tail.shrink_to_fit();
+            self.tail.shrink_to(self.tail.len());
             self.charge -= extent_charge(cap) - extent_charge(self.tail.capacity() as u64);
         }
     }
@@ -396,8 +494,7 @@ impl ChunkList {
             let cap = self.tail.capacity() as u64;
             let keep = size.saturating_sub(self.tail_start);
             self.stored -= self.tail.len() as u64 - keep;
-            self.tail.truncate(keep as usize);
-            self.tail.shrink_to_fit();
+            self.tail.shrink_to(keep as usize);
             self.charge -= extent_charge(cap) - extent_charge(self.tail.capacity() as u64);
         }
         let keep = self.chunks.partition_point(|c| c.start < size);
@@ -512,7 +609,7 @@ impl ChunkList {
         if self.tail_active() && self.tail_start < end && self.tail_end() > off {
             let s = off.max(self.tail_start) - self.tail_start;
             let e = end.min(self.tail_end()) - self.tail_start;
-            self.tail[s as usize..e as usize].fill(0);
+            self.tail.as_mut_slice()[s as usize..e as usize].fill(0);
         }
     }
 

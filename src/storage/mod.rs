@@ -13,11 +13,13 @@
 
 mod blocks;
 mod chunks;
+mod hugebuf;
 
 use bytes::Bytes;
 
 pub use blocks::{BLOCK_SIZE, BLOCK_SLOT};
 pub use chunks::{CHUNK_SIZE, EXTENT_SLOT};
+pub use hugebuf::HUGE;
 
 use blocks::BlockMap;
 use chunks::ChunkList;
@@ -42,6 +44,23 @@ impl Shape {
             Shape::RandomAccess => "random-access",
         }
     }
+}
+
+/// How a write may use memory beyond what it strictly needs, when the quota
+/// has room: the engine asks for the preferred plan first and falls back to
+/// [`Plan::PLAIN`], which always needs the least.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Promote a sequential file to random-access before the change.
+    pub promote: bool,
+    /// Let an append that starts a grid cell with a large write take the
+    /// whole cell at once, in a huge page (streaming writers).
+    pub whole_cells: bool,
+}
+
+impl Plan {
+    /// Neither promotion nor whole cells.
+    pub const PLAIN: Plan = Plan { promote: false, whole_cells: false };
 }
 
 /// What `lseek` looks for.
@@ -177,33 +196,33 @@ impl FileData {
         self.repr = Repr::RandomAccess(map);
     }
 
-    /// Quota needed to write `len` bytes at `off` (after promoting first, if
-    /// `promote`). The caller has checked `off + len <= MAX_FILE_SIZE`.
-    pub fn write_cost(&self, off: u64, len: u64, promote: bool) -> u64 {
+    /// Quota needed to write `len` bytes at `off` under `plan`. The caller
+    /// has checked `off + len <= MAX_FILE_SIZE`.
+    pub fn write_cost(&self, off: u64, len: u64, plan: Plan) -> u64 {
         if len == 0 {
             return 0;
         }
         match &self.repr {
-            Repr::Sequential(_) if promote => {
+            Repr::Sequential(_) if plan.promote => {
                 let (layout, charge) = BlockMap::layout_for(self.extents().into_iter());
                 let cap_of = |idx: u64| layout.binary_search_by_key(&idx, |&(i, _)| i).ok().map(|at| layout[at].1);
                 charge + blocks::write_cost_with(cap_of, off, len)
             }
-            Repr::Sequential(c) => c.write_cost(off, len),
+            Repr::Sequential(c) => c.write_cost(off, len, plan.whole_cells),
             Repr::RandomAccess(b) => b.write_cost(off, len),
         }
     }
 
-    /// Writes `data` at `off`, extending the file if needed.
-    pub fn write(&mut self, off: u64, data: &[u8], promote: bool) {
+    /// Writes `data` at `off` under `plan`, extending the file if needed.
+    pub fn write(&mut self, off: u64, data: &[u8], plan: Plan) {
         if data.is_empty() {
             return;
         }
-        if promote {
+        if plan.promote {
             self.promote();
         }
         match &mut self.repr {
-            Repr::Sequential(c) => c.write(off, data),
+            Repr::Sequential(c) => c.write(off, data, plan.whole_cells),
             Repr::RandomAccess(b) => b.write(off, data),
         }
         self.size = self.size.max(off + data.len() as u64);

@@ -54,9 +54,9 @@ fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
                 if let Some(b) = data.first_mut() {
                     *b = 0xAA;
                 }
-                let promote = promote_sometimes && rng.below(3) == 0;
-                let cost = f.write_cost(off, len, promote);
-                within_cost(&mut f, cost, |f| f.write(off, &data, promote));
+                let plan = Plan { promote: promote_sometimes && rng.below(3) == 0, whole_cells: rng.below(2) == 0 };
+                let cost = f.write_cost(off, len, plan);
+                within_cost(&mut f, cost, |f| f.write(off, &data, plan));
                 if !data.is_empty() {
                     let end = (off + len) as usize;
                     if model.len() < end {
@@ -150,15 +150,16 @@ fn promotion_mid_sequence_matches_model() {
 fn appends_coalesce_into_grid_extents() {
     let mut f = FileData::new(Shape::Sequential);
     let piece = vec![7u8; 10_000];
-    let n = 300; // ~2.9 MiB in 10 kB appends
+    let n = 500; // ~4.8 MiB in 10 kB appends: two full grid cells and a partial one
     for _ in 0..n {
         let off = f.len();
-        f.write(off, &piece, false);
+        f.write(off, &piece, Plan::PLAIN);
     }
     f.compact();
     check(&f, &vec![7u8; piece.len() * n]);
     let stored = (piece.len() * n) as u64;
     // Three grid cells, each one extent: exact memory plus small overhead.
+    assert!(stored > 2 * CHUNK_SIZE && stored < 3 * CHUNK_SIZE);
     let cells = [CHUNK_SIZE, CHUNK_SIZE, stored - 2 * CHUNK_SIZE];
     assert_eq!(f.charge(), cells.iter().map(|&c| extent_charge(c)).sum::<u64>());
     assert!(f.charge() < stored + 3 * 4300, "overhead stays under 0.5%");
@@ -169,10 +170,32 @@ fn appends_coalesce_into_grid_extents() {
 }
 
 #[test]
+fn streaming_writes_fill_whole_cells_and_stay_exact() {
+    let mut f = FileData::new(Shape::Sequential);
+    let mb = vec![5u8; 1 << 20];
+    for i in 0..5u64 {
+        let plan = Plan { promote: false, whole_cells: true };
+        let cost = f.write_cost(i << 20, 1 << 20, plan);
+        within_cost(&mut f, cost, |f| f.write(i << 20, &mb, plan));
+    }
+    f.check_invariants().unwrap();
+    // Two full cells frozen, the fifth MiB open in a whole-cell buffer until closed.
+    f.compact();
+    f.check_invariants().unwrap();
+    let cells = [CHUNK_SIZE, CHUNK_SIZE, 1 << 20];
+    assert_eq!(f.charge(), cells.iter().map(|&c| extent_charge(c)).sum::<u64>());
+    check(&f, &vec![5u8; 5 << 20]);
+    // Whole-cell reads come back without copying.
+    let a = f.read(CHUNK_SIZE, CHUNK_SIZE);
+    let b = f.read(CHUNK_SIZE, CHUNK_SIZE);
+    assert_eq!(a.as_ptr(), b.as_ptr());
+}
+
+#[test]
 fn small_file_is_charged_its_size() {
     for shape in [Shape::Sequential, Shape::RandomAccess] {
         let mut f = FileData::new(shape);
-        f.write(0, b"hello world", false);
+        f.write(0, b"hello world", Plan::PLAIN);
         f.compact();
         let charge = if shape == Shape::Sequential { extent_charge(11) } else { block_charge(11) };
         assert_eq!(f.charge(), charge, "{shape:?}");
@@ -187,8 +210,8 @@ fn holes_are_free_in_both_shapes() {
         f.truncate(10 << 30);
         assert_eq!(f.charge(), 0);
         assert_eq!(&f.read(5 << 30, 4096)[..], &[0u8; 4096][..]);
-        let cost = f.write_cost(1 << 30, 4096, false);
-        f.write(1 << 30, &[1u8; 4096], false);
+        let cost = f.write_cost(1 << 30, 4096, Plan::PLAIN);
+        f.write(1 << 30, &[1u8; 4096], Plan::PLAIN);
         assert!(f.charge() <= cost && f.charge() < 2 * BLOCK_SIZE, "{shape:?}: {}", f.charge());
         assert_eq!(f.seek(0, Seek::Data), Some(1 << 30));
         assert_eq!(f.seek(1 << 30, Seek::Hole), Some((1 << 30) + 4096));
@@ -202,7 +225,7 @@ fn holes_are_free_in_both_shapes() {
 #[test]
 fn promotion_cost_is_the_new_map() {
     let mut f = FileData::new(Shape::Sequential);
-    f.write(0, &vec![3u8; 300_000], false);
+    f.write(0, &vec![3u8; 300_000], Plan::PLAIN);
     let cost = f.promote_cost().unwrap();
     f.promote();
     assert_eq!(f.shape(), Shape::RandomAccess);
@@ -214,11 +237,11 @@ fn promotion_cost_is_the_new_map() {
 #[test]
 fn overwrite_in_place_keeps_charge_and_readers_see_old_bytes() {
     let mut f = FileData::new(Shape::Sequential);
-    f.write(0, &vec![1u8; CHUNK_SIZE as usize], false);
+    f.write(0, &vec![1u8; CHUNK_SIZE as usize], Plan::PLAIN);
     let before = f.charge();
     let reader = f.read(0, 4096);
-    assert_eq!(f.write_cost(100, 10, false), 0);
-    f.write(100, &[9u8; 10], false);
+    assert_eq!(f.write_cost(100, 10, Plan::PLAIN), 0);
+    f.write(100, &[9u8; 10], Plan::PLAIN);
     assert_eq!(f.charge(), before);
     assert_eq!(&reader[..], &[1u8; 4096][..], "an in-flight reply is not torn");
     assert_eq!(&f.read(100, 10)[..], &[9u8; 10][..]);
@@ -227,7 +250,7 @@ fn overwrite_in_place_keeps_charge_and_readers_see_old_bytes() {
 #[test]
 fn punch_inside_an_extent_splits_it_and_frees_the_middle() {
     let mut f = FileData::new(Shape::Sequential);
-    f.write(0, &vec![5u8; 200_000], false);
+    f.write(0, &vec![5u8; 200_000], Plan::PLAIN);
     f.compact();
     let cost = f.punch_cost(50_000, 100_000, false);
     assert_eq!(cost, extent_charge(50_000));
