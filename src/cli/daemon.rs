@@ -17,6 +17,9 @@ use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, MemoryProbe, NoS
 use crate::fuse::mount::{MountConfig, is_mounted, unmount};
 use crate::fuse::{AdapterOptions, FuseFs};
 
+/// Readahead window for the mount, in KiB: the size of a FUSE request.
+const READ_AHEAD_KIB: u32 = 1024;
+
 /// How long a signalled daemon waits for a busy, detached mount to be
 /// released before it exits anyway.
 const GRACE: Duration = Duration::from_millis(1500);
@@ -310,6 +313,11 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
             std::process::exit(0);
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    // Streaming reads: let the kernel ask for up to 1 MiB (the request size)
+    // at a time instead of its default 128 KiB readahead window.
+    if let Err(e) = crate::fuse::mount::set_read_ahead(&mp, READ_AHEAD_KIB) {
+        log::debug!("readahead left at the kernel's default: {e}");
+    }
     let baseline = super::alloc::start_housekeeping(engine.clone(), plan.threads);
     super::alloc::quiet_panics();
     let cfg = engine.config();
