@@ -42,12 +42,12 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
     let base = e.stats().used_bytes;
     e.mkdir(Ino::ROOT, b"dir", 0o755, &ROOT).unwrap();
     let after_dir = e.stats().used_bytes;
-    // Names are kept twice (name index and cookie order); directories carry their index.
-    assert_eq!(after_dir - base, scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST + scratchfs::DENTRY_COST + 2 * 3);
+    // An entry costs its name on top of DENTRY_COST; directories carry their index.
+    assert_eq!(after_dir - base, scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST + scratchfs::DENTRY_COST + 3);
     let l = e.symlink(Ino::ROOT, b"l", &[b't'; 1000], &ROOT).unwrap();
     assert_eq!(
         e.stats().used_bytes - after_dir,
-        scratchfs::NODE_COST + scratchfs::DENTRY_COST + 2 + 1000 + scratchfs::TARGET_OVERHEAD
+        scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 1000 + scratchfs::TARGET_OVERHEAD
     );
     let before = e.stats().used_bytes;
     e.setxattr(l.ino, b"trusted.big", &[0u8; 5000], XattrSet::Upsert).unwrap();
@@ -63,7 +63,7 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
 fn refused_creations_leave_no_trace() {
     // Just enough for the root and one more node.
     let dir = scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST;
-    let quota = dir + (dir + scratchfs::DENTRY_COST + 2) + 10;
+    let quota = dir + (dir + scratchfs::DENTRY_COST + 1) + 10;
     let e = engine(quota, StoragePolicy::Auto);
     e.mkdir(Ino::ROOT, b"a", 0o755, &ROOT).unwrap();
     let stats = e.stats();
@@ -84,11 +84,11 @@ fn refused_creations_leave_no_trace() {
 
 #[test]
 fn rename_to_a_longer_name_needs_quota() {
-    // After the root and `x`, 650 bytes are left: a 200-byte name (charged
-    // twice, plus its entry, before the old name is released) fits; a
-    // 255-byte one does not.
+    // After the root and `x`, 430 bytes are left: a 200-byte name (with its
+    // entry, charged before the old one is released) fits; a 255-byte one
+    // does not.
     let root = scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST;
-    let e = engine(root + scratchfs::NODE_COST + scratchfs::DENTRY_COST + 2 + 650, StoragePolicy::Auto);
+    let e = engine(root + scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 430, StoragePolicy::Auto);
     e.mknod(Ino::ROOT, b"x", libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
     let long = [b'y'; 255];
     let r = e.rename(Ino::ROOT, b"x", Ino::ROOT, &long, RenameMode::Replace);

@@ -3,7 +3,7 @@
 //! against the quota, so the daemon's resident memory stays within the
 //! quota plus a fixed baseline.
 //!
-//! - Allocations of 128 KiB and more (the 1 MiB extents of large files) are
+//! - Allocations of 128 KiB and more (the extents of large files) are
 //!   served by `mmap` and returned by `munmap` at once. Setting the threshold
 //!   fixes it; glibc would otherwise raise it after the first free and keep
 //!   large buffers in its heaps.

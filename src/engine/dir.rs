@@ -6,6 +6,7 @@
 //! or removed in between (cookies 1 and 2 belong to `.` and `..`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::types::{FileKind, Ino};
 
@@ -13,13 +14,14 @@ use super::types::{FileKind, Ino};
 pub(crate) const FIRST_COOKIE: u64 = 3;
 
 pub(crate) struct Entry {
-    pub(crate) name: Box<[u8]>,
+    /// Shared with the name index: one allocation per name.
+    pub(crate) name: Arc<[u8]>,
     pub(crate) ino: Ino,
     pub(crate) kind: FileKind,
 }
 
 pub(crate) struct Dir {
-    by_name: HashMap<Box<[u8]>, u64>,
+    by_name: HashMap<Arc<[u8]>, u64>,
     by_cookie: BTreeMap<u64, Entry>,
     next_cookie: u64,
 }
@@ -48,8 +50,9 @@ impl Dir {
         let cookie = self.next_cookie;
         self.next_cookie += 1;
         debug_assert!(!self.by_name.contains_key(name));
-        self.by_name.insert(name.into(), cookie);
-        self.by_cookie.insert(cookie, Entry { name: name.into(), ino, kind });
+        let name: Arc<[u8]> = name.into();
+        self.by_name.insert(name.clone(), cookie);
+        self.by_cookie.insert(cookie, Entry { name, ino, kind });
     }
 
     /// Points an existing name at another node, keeping its cookie.

@@ -140,7 +140,6 @@ impl Engine {
             atime: now,
             mtime: now,
             ctime: now,
-            crtime: now,
         };
         let state = NodeState {
             meta,

@@ -31,7 +31,7 @@ pub struct Dirent<'a> {
 }
 
 fn dentry_cost(name: &[u8]) -> u64 {
-    DENTRY_COST + 2 * name.len() as u64
+    DENTRY_COST + name.len() as u64
 }
 
 /// A name that may be created or removed: 1..=255 bytes, no `/` or NUL,
@@ -133,7 +133,6 @@ impl Engine {
             atime: now,
             mtime: now,
             ctime: now,
-            crtime: now,
         };
         let state = NodeState { meta, content: new.content, xattrs: Xattrs::default(), charge: own, freed: false };
         let ino = self.table.alloc_ino();

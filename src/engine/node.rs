@@ -8,16 +8,17 @@ use super::xattr::Xattrs;
 use crate::storage::FileData;
 use crate::sync::RwLock;
 
-/// Quota bytes charged for every node: the `Node` (264 bytes) in its `Arc`
-/// with the allocator's header (296), and its slot in the node table (up to
-/// twice 17 bytes while the table's load is lowest after growing).
-pub const NODE_COST: u64 = 336;
-/// Quota bytes charged for every directory entry, on top of twice its name
-/// (the name is kept in the name index and in the cookie-ordered list): a
-/// hash slot (25 bytes, up to twice that after the index grows), a B-tree
-/// slot (40 bytes in leaves at least half full, plus inner nodes) and the
-/// allocator's headers and rounding of the two name copies.
-pub const DENTRY_COST: u64 = 192;
+/// Quota bytes charged for every node: the `Node` (232 bytes) in its `Arc`
+/// with the allocator's header (256), and its slot in the node table (17
+/// bytes, up to 39 at the table's lowest load after growing).
+pub const NODE_COST: u64 = 296;
+/// Quota bytes charged for every directory entry, on top of its name (kept
+/// once, shared by the name index and the cookie-ordered list): the name's
+/// `Arc` header and the allocator's header and rounding (up to 39), a hash
+/// slot (25 bytes, up to 57 at the lowest load after growing) and a B-tree
+/// slot (40 bytes, up to 93 in a leaf at its minimum of 5 of 11, plus inner
+/// nodes).
+pub const DENTRY_COST: u64 = 208;
 /// Extra quota bytes charged for every directory: the first entry allocates
 /// the name index and the first B-tree leaf (about 600 bytes).
 pub const DIR_INDEX_COST: u64 = 640;
@@ -59,7 +60,6 @@ pub(crate) struct Meta {
     pub(crate) atime: Timestamp,
     pub(crate) mtime: Timestamp,
     pub(crate) ctime: Timestamp,
-    pub(crate) crtime: Timestamp,
 }
 
 pub(crate) enum Content {
@@ -155,7 +155,7 @@ impl NodeState {
             atime: m.atime,
             mtime: m.mtime,
             ctime: m.ctime,
-            crtime: m.crtime,
+            crtime: m.ctime,
             shape,
         }
     }

@@ -137,7 +137,7 @@ pub struct Attr {
     pub mtime: Timestamp,
     /// Last status change.
     pub ctime: Timestamp,
-    /// Creation.
+    /// Creation (not kept: the change time stands in for it).
     pub crtime: Timestamp,
     /// Storage shape, for regular files.
     pub shape: Option<Shape>,
