@@ -84,11 +84,14 @@ fn refused_creations_leave_no_trace() {
 
 #[test]
 fn rename_to_a_longer_name_needs_quota() {
-    // After the root and `x`, 430 bytes are left: a 200-byte name (with its
-    // entry, charged before the old one is released) fits; a 255-byte one
-    // does not.
+    // After the root and `x`, an entry with a 230-byte name is left: a
+    // 200-byte name (with its entry, charged before the old one is released)
+    // fits; a 255-byte one does not.
     let root = scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST;
-    let e = engine(root + scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 430, StoragePolicy::Auto);
+    let e = engine(
+        root + scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + scratchfs::DENTRY_COST + 230,
+        StoragePolicy::Auto,
+    );
     e.mknod(Ino::ROOT, b"x", libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
     let long = [b'y'; 255];
     let r = e.rename(Ino::ROOT, b"x", Ino::ROOT, &long, RenameMode::Replace);

@@ -1,6 +1,6 @@
 //! A node: immutable identity plus one lock over everything mutable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::dir::Dir;
 use super::types::{Attr, FileKind, Ino, Timestamp};
@@ -8,19 +8,19 @@ use super::xattr::Xattrs;
 use crate::storage::FileData;
 use crate::sync::RwLock;
 
-/// Quota bytes charged for every node: the `Node` (232 bytes) in its `Arc`
-/// with the allocator's header (256), and its slot in the node table (17
-/// bytes, up to 39 at the table's lowest load after growing).
-pub const NODE_COST: u64 = 296;
-/// Quota bytes charged for every directory entry, on top of its name (kept
-/// once, shared by the name index and the cookie-ordered list): the name's
-/// `Arc` header and the allocator's header and rounding (up to 39), a hash
-/// slot (25 bytes, up to 57 at the lowest load after growing) and a B-tree
-/// slot (40 bytes, up to 93 in a leaf at its minimum of 5 of 11, plus inner
-/// nodes).
-pub const DENTRY_COST: u64 = 208;
-/// Extra quota bytes charged for every directory: the first entry allocates
-/// the name index and the first B-tree leaf (about 600 bytes).
+/// Quota bytes charged for every node: the `Node` (200 bytes) in its `Arc`
+/// with the allocator's header (224), and its slot in the node table (17
+/// bytes, up to 46 at the lowest load the table keeps: 3/8).
+pub const NODE_COST: u64 = 272;
+/// Quota bytes charged for every directory entry, on top of its name. The
+/// worst case of each part (`dir.rs` keeps tombstones below half the live
+/// entries and grows its list by half): list slots of 48 bytes, up to 2.25
+/// per entry (108); hash slots of 9 bytes, up to 3.5 per entry (31); for a
+/// name over 22 bytes its allocation's header and rounding (23).
+pub const DENTRY_COST: u64 = 168;
+/// Extra quota bytes charged for every directory: what its entry list and
+/// index hold whatever the number of entries (a few slots and tombstones,
+/// hash control bytes, allocator headers), about 600 bytes at most.
 pub const DIR_INDEX_COST: u64 = 640;
 /// Quota bytes charged for a symlink target on top of its length (allocator
 /// header and rounding).
@@ -42,8 +42,9 @@ pub(crate) struct Node {
     /// gone), decremented by `forget` without a lock.
     pub(crate) lookups: AtomicU64,
     /// Open handles. Incremented only by callers that hold a lookup reference
-    /// or an open handle.
-    pub(crate) opens: AtomicU64,
+    /// or an open handle. (32 bits: the kernel cannot hold 2^32 open files,
+    /// and the node is 8 bytes smaller.)
+    pub(crate) opens: AtomicU32,
     /// Parent directory, for directories (`..`). Changed only by rename,
     /// under the rename lock, so ancestry walks under that lock are stable.
     pub(crate) parent: AtomicU64,
@@ -87,7 +88,7 @@ impl Node {
             kind,
             state: RwLock::new(state),
             lookups: AtomicU64::new(0),
-            opens: AtomicU64::new(0),
+            opens: AtomicU32::new(0),
             parent: AtomicU64::new(parent.0),
         }
     }
@@ -177,5 +178,15 @@ impl NodeState {
             keep &= !libc::S_ISGID;
         }
         self.meta.perm = (perm & keep) as u16;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `NODE_COST` counts on the node's size: a change here must be priced.
+    #[test]
+    fn node_size_is_what_node_cost_assumes() {
+        eprintln!("Node {} bytes, Meta {}", std::mem::size_of::<super::Node>(), std::mem::size_of::<super::Meta>());
+        assert_eq!(std::mem::size_of::<super::Node>(), 200);
     }
 }

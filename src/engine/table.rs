@@ -2,7 +2,6 @@
 //! different inodes do not contend. Shard locks are leaves: nothing else is
 //! locked while one is held.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +11,14 @@ use super::types::Ino;
 use crate::sync::RwLock;
 
 const SHARDS: usize = 64;
+/// Capacity every shard keeps from the start (about 77 KiB for the table,
+/// a fixed cost of the engine like its code): removals never shrink a shard
+/// below it.
+const MIN_KEPT: usize = 56;
+/// Slots of a shard holding `MIN_KEPT`.
+const MIN_SLOTS: usize = 64;
+/// Bytes per slot: the entry and its control byte.
+const SLOT: usize = std::mem::size_of::<(u64, Arc<Node>)>() + 1;
 
 /// Fibonacci hashing of a `u64` key: inode numbers are sequential, and
 /// multiplying spreads them over the hash's high bits, which the table uses.
@@ -32,7 +39,7 @@ impl Hasher for IntHasher {
     }
 }
 
-pub(crate) type IntMap<V> = HashMap<u64, V, BuildHasherDefault<IntHasher>>;
+pub(crate) type IntMap<V> = hashbrown::HashMap<u64, V, BuildHasherDefault<IntHasher>>;
 
 pub(crate) struct NodeTable {
     shards: Box<[RwLock<IntMap<Arc<Node>>>]>,
@@ -42,7 +49,9 @@ pub(crate) struct NodeTable {
 impl NodeTable {
     pub(crate) fn new() -> NodeTable {
         NodeTable {
-            shards: (0..SHARDS).map(|_| RwLock::new(IntMap::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(IntMap::with_capacity_and_hasher(MIN_KEPT, Default::default())))
+                .collect(),
             next_ino: AtomicU64::new(Ino::ROOT.0),
         }
     }
@@ -65,7 +74,18 @@ impl NodeTable {
     }
 
     pub(crate) fn remove(&self, ino: Ino) -> Option<Arc<Node>> {
-        self.shard(ino).write().remove(&ino.0)
+        let mut shard = self.shard(ino).write();
+        let node = shard.remove(&ino.0);
+        // Give memory back once under 3/8 of the shard's slots are used (a
+        // table that has just grown uses 7/16, so growing and shrinking
+        // cannot alternate): at most 8/3 slots per node, as after growing.
+        // (`capacity()` does not count slots left by removals: use the size.)
+        let slots = shard.allocation_size() / SLOT;
+        if slots > MIN_SLOTS && shard.len() * 8 < slots * 3 {
+            let len = shard.len().max(MIN_KEPT);
+            shard.shrink_to(len);
+        }
+        node
     }
 
     /// Every node, collected shard by shard (not an atomic snapshot).
