@@ -277,8 +277,8 @@ fn compare(name: &str, on_scratchfs: &Transcript, on_tmpfs: &Transcript) -> Resu
 fn daemon_ok(m: Mount) {
     let log = m.log_text();
     assert!(!log.contains("panicked") && !log.contains(" ERROR "), "the daemon logged errors:\n{log}");
-    let status = m.unmount();
-    assert!(status.success(), "the daemon exited with {status}");
+    let (status, log) = m.unmount_with_log();
+    assert!(status.success(), "the daemon exited with {status}; its log:\n{log}");
 }
 
 // --- helpers ---------------------------------------------------------------------

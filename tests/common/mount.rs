@@ -162,8 +162,14 @@ impl Mount {
     }
 
     /// Unmounts and waits for the daemon to exit; returns its exit status.
-    pub fn unmount(mut self) -> ExitStatus {
-        self.stop().expect("daemon exit status")
+    pub fn unmount(self) -> ExitStatus {
+        self.unmount_with_log().0
+    }
+
+    /// Unmounts; the daemon's exit status and everything it logged.
+    pub fn unmount_with_log(mut self) -> (ExitStatus, String) {
+        let status = self.stop().expect("daemon exit status");
+        (status, self.log_text())
     }
 
     fn stop(&mut self) -> Option<ExitStatus> {
