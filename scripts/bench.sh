@@ -6,7 +6,8 @@
 #   -r, --reps N           repetitions per workload, median reported (default 3; env BENCH_REPS)
 #   --quick                small sizes, 1 repetition (smoke test)
 #   --only LIST            comma-separated groups: seq,rand,parallel,smallfiles,tree,sqlite,memory
-#   --peers                also run rclone mount :memory: (installs Debian package rclone)
+#   --peers                also run rclone mount :memory: (installs Debian package rclone) and,
+#                          if a local build exists, libfuse's memfs_ll example (see MEMFS_LL_BIN)
 #   --size SIZE            scratchfs quota and tmpfs size (default 4G; env BENCH_SIZE)
 #   --max-nodes N          node limit for both (scratchfs --max-nodes, tmpfs nr_inodes)
 #   --threads N            scratchfs --threads (default: scratchfs's default)
@@ -16,6 +17,9 @@
 #   -h, --help
 # Environment: SCRATCHFS_BIN (skip the build), CARGO_TARGET_DIR, BENCH_CACHE
 # (default /var/tmp/scratchfs-bench: source-tree tarball, last results and logs),
+# MEMFS_LL_BIN (default /var/tmp/peers/memfs_ll: a local build of libfuse's public
+# example/memfs_ll.cc, never part of this repository; skipped with a note if absent),
+# BENCH_PEER_TIMEOUT (seconds one repetition may take on memfs_ll before it is killed; 900),
 # workload sizes BENCH_SEQ_SIZE, BENCH_WARM_SECS, BENCH_RAND_SIZE, BENCH_RAND_FILES,
 # BENCH_RAND_SECS, BENCH_PAR_SIZE, BENCH_SMALL_FILES, BENCH_SMALL_DIRS,
 # BENCH_SQLITE_ROWS, BENCH_SQLITE_TXNS, BENCH_BIG_SIZE (see docs/benchmarks.md).
@@ -90,7 +94,9 @@ bin=$(realpath "$bin")
 # --- source-tree tarball (built once, cached) ----------------------------------
 cache=${BENCH_CACHE:-/var/tmp/scratchfs-bench}
 mkdir -p "$cache"
-tarball="$cache/srctree-v1.tar"
+# Regular files and directories only: the FUSE peers (memfs_ll has no
+# symlink support, rclone answers EIO) could not extract symlinks.
+tarball="$cache/srctree-v2.tar"
 if [ ! -s "$tarball" ]; then
   say "building the source-tree tarball $tarball (once)"
   dirs=() total=0
@@ -103,7 +109,8 @@ if [ ! -s "$tarball" ]; then
     total=$((total + $(du -sb "$d" | cut -f1)))
     [ "$total" -ge $((220 * 1024 * 1024)) ] && break
   done
-  tar -C / -cf "$tarball.tmp" --warning=no-file-changed "${dirs[@]}" || [ $? -eq 1 ]
+  (cd / && find "${dirs[@]}" \( -type f -o -type d \) -print0) |
+    tar -C / -cf "$tarball.tmp" --null --no-recursion -T - --warning=no-file-changed || [ $? -eq 1 ]
   mv "$tarball.tmp" "$tarball"
   echo "${dirs[*]}" >"$tarball.dirs"
 fi
@@ -120,7 +127,7 @@ cleanup() {
     echo "bench: cleaning up mount $mp" >&2
     as_root umount "$mp" 2>/dev/null || as_root umount -l "$mp" 2>/dev/null || true
   done
-  # daemons we started: scratchfs (pid files) and rclone (its mount point is under $work)
+  # daemons we started: scratchfs (pid files), rclone and memfs_ll (mount points under $work)
   for pidf in "$work"/*.pid; do
     [ -e "$pidf" ] || continue
     pid=$(cat "$pidf" 2>/dev/null || true)
@@ -132,6 +139,12 @@ cleanup() {
     [ "$pid" = $$ ] && continue
     if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q '^[^ ]*rclone mount '; then
       kill "$pid" 2>/dev/null || true
+    elif tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q '^[^ ]*memfs_ll '; then
+      # a worker stuck in the example's code keeps it from exiting on SIGTERM
+      echo "bench: stopping memfs_ll $pid" >&2
+      kill "$pid" 2>/dev/null || true
+      for ((i = 0; i < 20; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
     fi
   done
   if [ -d "$work" ]; then
@@ -179,7 +192,19 @@ args=(--scratchfs "$bin" --workdir "$work" --tarball "$tarball" --out "$work/res
 [ -n "$max_nodes" ] && args+=(--max-nodes "$max_nodes")
 [ -n "$threads" ] && args+=(--threads "$threads")
 [ -n "$sfs_opts" ] && args+=(--scratchfs-opts "$sfs_opts")
-[ "$peers" -eq 1 ] && args+=(--peers)
+if [ "$peers" -eq 1 ]; then
+  args+=(--peers)
+  memfs_ll=${MEMFS_LL_BIN:-/var/tmp/peers/memfs_ll}
+  if [ -x "$memfs_ll" ]; then
+    info=$(head -n 1 "$memfs_ll.buildinfo" 2>/dev/null || echo "local build, no $memfs_ll.buildinfo")
+    say "peer memfs_ll: $memfs_ll ($info)"
+    args+=(--memfs-ll "$(realpath "$memfs_ll")" --memfs-ll-info "$info"
+           --peer-timeout "${BENCH_PEER_TIMEOUT:-900}")
+  else
+    say "note: no memfs_ll peer: $memfs_ll not found (a local build of libfuse's example/memfs_ll.cc;" \
+        "see docs/benchmarks.md, Reproduce); running the rclone peer only"
+  fi
+fi
 [ "$quick" -eq 1 ] && args+=(--quick)
 
 status=0

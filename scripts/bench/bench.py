@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """bench.py - runs the scratchfs benchmark workloads on scratchfs and tmpfs
-(and optionally rclone's :memory: backend) and writes the raw results as JSON.
+(and optionally peers: rclone's :memory: backend and, when a locally built
+binary is given, libfuse's memfs_ll example) and writes the raw results as JSON.
 
 Called by scripts/bench.sh, which installs the tools, builds scratchfs and
 cleans up stray mounts; run that rather than this. Standard library only.
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 # ---------------------------------------------------------------------------
@@ -393,6 +395,75 @@ class RcloneMem(Fs):
         self.cache_tmpfs.unmount()
 
 
+class MemfsLL(Fs):
+    """libfuse's example/memfs_ll (low-level API, multi-threaded loop, everything in
+    std::vectors), built locally from the public example (never shipped here). It runs
+    in the foreground (-f) only so that we own its pid and its stderr; otherwise its
+    default options. No size limit. Its code hangs or dies on some operations in some
+    versions, so the harness can SIGKILL it (which aborts the FUSE connection and
+    fails the workload instead of hanging the run) and mount a fresh one."""
+    name = "memfs_ll"
+    label = "libfuse memfs_ll"
+    restartable = True
+
+    def __init__(self, mnt, binary, workdir):
+        super().__init__(mnt)
+        self.binary = binary
+        self.logfile = os.path.join(workdir, f"{os.path.basename(mnt)}.log")
+        self.proc = None
+
+    def mount(self):
+        os.makedirs(self.mnt, exist_ok=True)
+        self.mounted = True
+        log_f = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([self.binary, "-f", self.mnt], stdin=subprocess.DEVNULL,
+                                     stdout=log_f, stderr=log_f, start_new_session=True)
+        log_f.close()
+        for _ in range(200):
+            if is_mounted(self.mnt) or self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not is_mounted(self.mnt):
+            self.kill()
+            raise RuntimeError(f"memfs_ll did not mount (exit {self.proc.returncode}); see {self.logfile}")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def daemon_pids(self):
+        return [self.pid] if self.alive() else []
+
+    def kill(self):
+        """SIGKILL: the kernel aborts the connection, so requests stuck in it fail (ENOTCONN)."""
+        if self.alive():
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+            self.proc.wait()
+
+    def unmount(self):
+        super().unmount()
+        if self.proc:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                warn(f"memfs_ll daemon {self.pid} still alive 10 s after umount; sending SIGKILL")
+                self.kill()
+        self.proc = None
+
+    def log_problems(self):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return [l.rstrip() for l in f if l.strip()]
+        except OSError:
+            return []
+
+
 # ---------------------------------------------------------------------------
 # Workloads. Each group function runs one repetition on one filesystem and
 # returns {metric_key: value}. Groups clean up after themselves so the quota
@@ -601,11 +672,16 @@ def tree_data_bytes(path):
     return total, files, entries
 
 
-def memory_phase(make_fs, P, errors):
+def memory_phase(make_fs, P, errors, peer_timeout=900):
     """make_fs() -> list of fresh, unmounted Fs objects (one per filesystem)."""
     out = {}
     for case in ("big", "tree"):
         for fs in make_fs():
+            watchdog = None
+            if getattr(fs, "restartable", False):
+                watchdog = threading.Timer(peer_timeout, fs.kill)
+                watchdog.daemon = True
+                watchdog.start()
             try:
                 fs.mount()
                 time.sleep(0.2)
@@ -653,6 +729,8 @@ def memory_phase(make_fs, P, errors):
                 warn(msg)
                 errors.append(msg)
             finally:
+                if watchdog:
+                    watchdog.cancel()
                 fs.unmount()
     return out
 
@@ -707,6 +785,10 @@ def main():
     ap.add_argument("--scratchfs-opts", default="")
     ap.add_argument("--only", default="", help="comma-separated groups (and/or 'memory')")
     ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--memfs-ll", default="", help="locally built libfuse memfs_ll binary (a peer, with --peers)")
+    ap.add_argument("--memfs-ll-info", default="", help="one line describing that build (timeouts, source)")
+    ap.add_argument("--peer-timeout", type=int, default=900,
+                    help="seconds one repetition of a group may take on a restartable peer before its daemon is killed")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--meta", default="{}", help="JSON merged into the result's meta")
@@ -749,6 +831,8 @@ def main():
                          a.scratchfs_opts, wd, a.max_nodes)]
         if a.peers:
             fss.append(RcloneMem(os.path.join(wd, f"rclone{suffix}"), a.size, wd))
+            if a.memfs_ll:
+                fss.append(MemfsLL(os.path.join(wd, f"memfs_ll{suffix}"), a.memfs_ll, wd))
         return fss
 
     def on_signal(signum, frame):
@@ -768,6 +852,8 @@ def main():
         "filesystems": [f.name for f in make_all("")],
         "labels": {f.name: f.label for f in make_all("")},
     })
+    if a.peers and a.memfs_ll:
+        result["meta"]["memfs_ll"] = {"bin": a.memfs_ll, "info": a.memfs_ll_info}
     defs = metric_defs(P)
     result["metrics"] = {k: {"group": g, "label": l, "unit": u, "kind": kd, "target": t}
                          for k, (g, l, u, kd, t) in defs.items() if g in groups}
@@ -779,7 +865,7 @@ def main():
     try:
         if "memory" in only:
             log("== memory: daemon resident memory per byte of data (fresh mounts)")
-            result["memory"] = memory_phase(lambda: make_all("-mem"), P, result["errors"])
+            result["memory"] = memory_phase(lambda: make_all("-mem"), P, result["errors"], a.peer_timeout)
 
         if groups:
             fss = make_all("")
@@ -798,7 +884,20 @@ def main():
                             w = fs.settle()
                             if w > 0.1:
                                 settle_waits.setdefault(g, []).append(round(w, 2))
-                            res = GROUPS[g](fs, P, ctx)
+                            watchdog = None
+                            if getattr(fs, "restartable", False):
+                                def on_hang(fs=fs, g=g):
+                                    warn(f"{g} on {fs.name} still running after {a.peer_timeout} s; "
+                                         "killing its daemon")
+                                    fs.kill()
+                                watchdog = threading.Timer(a.peer_timeout, on_hang)
+                                watchdog.daemon = True
+                                watchdog.start()
+                            try:
+                                res = GROUPS[g](fs, P, ctx)
+                            finally:
+                                if watchdog:
+                                    watchdog.cancel()
                         except Exception as e:  # noqa: BLE001 - record and go on
                             msg = f"{g} rep {rep + 1} on {fs.name}: {e}"
                             warn(msg)
@@ -808,6 +907,16 @@ def main():
                                 clear_dir(fs.mnt)
                             except Exception as e2:  # noqa: BLE001
                                 result["errors"].append(f"clean-up after {g} on {fs.name}: {e2}")
+                        if getattr(fs, "restartable", False) and not fs.alive():
+                            msg = f"{g} rep {rep + 1} on {fs.name}: daemon died; mounting a fresh one"
+                            warn(msg)
+                            result["errors"].append(msg)
+                            res = {}
+                            try:
+                                fs.unmount()
+                                fs.mount()
+                            except Exception as e2:  # noqa: BLE001
+                                result["errors"].append(f"remount of {fs.name}: {e2}")
                         for k, v in res.items():
                             result["samples"].setdefault(k, {}).setdefault(fs.name, []).append(v)
                         figs = "  ".join(
@@ -822,6 +931,9 @@ def main():
                         warn(f"scratchfs after {g}: {key} = {notes[key]}")
             result["final_rss"] = {f.name: f.rss() for f in fss}
             result["scratchfs_log_problems"] = sfs.log_problems()[-50:]
+            for f in fss:
+                if isinstance(f, MemfsLL) and f.log_problems():
+                    result.setdefault("peer_log_problems", {})[f.name] = f.log_problems()[-20:]
     except (KeyboardInterrupt, SystemExit) as e:
         interrupted = 130 if isinstance(e, KeyboardInterrupt) else (e.code if isinstance(e.code, int) else 1)
         result["interrupted"] = True

@@ -175,6 +175,11 @@ def text_table(R):
     fr = (R.get("final_rss") or {}).get("scratchfs")
     if fr:
         lines.append(f"scratchfs daemon RSS after the timed workloads, every file deleted: {human(fr)}")
+    ml = (R["meta"].get("memfs_ll") or {}).get("info")
+    if ml and "memfs_ll" in peers:
+        lines.append(f"memfs_ll peer: {ml}")
+    for name, pl in (R.get("peer_log_problems") or {}).items():
+        lines.append(f"{name} daemon output (last lines): " + " | ".join(l[:160] for l in pl[-5:]))
     la = R["meta"].get("loadavg_start"), R["meta"].get("loadavg_end")
     if all(la):
         lines.append(f"load average at start {la[0][0]:.1f}, at end {la[1][0]:.1f} (2 cores: above ~2 means contention)")
@@ -260,6 +265,16 @@ def svg_chart(R):
 # Markdown
 
 
+def peer_desc(meta, p):
+    if p == "rclone":
+        return " (`rclone mount :memory: --vfs-cache-mode writes`, cache dir on its own tmpfs)"
+    if p == "memfs_ll":
+        info = (meta.get("memfs_ll") or {}).get("info")
+        return (" (libfuse's `example/memfs_ll.cc`, built locally, not part of this repository, run as "
+                "`memfs_ll -f MOUNTPOINT`; no size limit" + (f"; build: {info}" if info else "") + ")")
+    return ""
+
+
 def md_table(hdr, body, align):
     lines = ["| " + " | ".join(hdr) + " |",
              "|" + "|".join(":--" if a == "l" else "--:" for a in align) + "|"]
@@ -294,9 +309,7 @@ def markdown(R, svg_name):
     o.append(f"- **scratchfs:** `{meta.get('scratchfs_version', '?')}`, options "
              f"`{' '.join(meta['scratchfs_args'])}` (everything else default); tmpfs `-o {meta['tmpfs_options']}`")
     if peers:
-        o.append("- **Peers:** " + ", ".join(
-            f"{labels.get(p, p)}" + (" (`rclone mount :memory: --vfs-cache-mode writes`, cache dir on its own "
-                                     "tmpfs)" if p == "rclone" else "") for p in peers))
+        o.append("- **Peers:** " + ", ".join(f"{labels.get(p, p)}" + peer_desc(meta, p) for p in peers))
     t = meta.get("tools", {})
     o.append("- **Tools:** " + ", ".join(
         (v if v.lower().startswith(k) or k in v else f"{k} {v}") for k, v in t.items()
@@ -388,6 +401,8 @@ def markdown(R, svg_name):
                      + "; ".join(f"{g}: {', '.join(map(str, w))}" for g, w in qw.items()))
     for line in R.get("scratchfs_log_problems", [])[:10]:
         probs.append(f"- daemon log: `{line[:200]}`")
+    for name, pl in (R.get("peer_log_problems") or {}).items():
+        probs += [f"- {name} output: `{line[:200]}`" for line in pl[-5:]]
     if probs:
         o.append("### Problems seen in this run\n")
         o += probs
@@ -418,7 +433,7 @@ scripts/bench.sh                      # full run (3 repetitions), rewrites docs/
 scripts/bench.sh --reps 5             # more repetitions (median is reported)
 scripts/bench.sh --quick --no-docs    # smoke test: small sizes, 1 repetition, docs untouched
 scripts/bench.sh --only seq,rand      # some groups only (seq rand parallel smallfiles tree sqlite memory)
-scripts/bench.sh --peers              # add rclone mount :memory: as a column (apt-get install rclone)
+scripts/bench.sh --peers              # add rclone mount :memory: (and memfs_ll, if built; below) as columns
 scripts/bench.sh --threads 4 --scratchfs-opts '--storage random-access'
 SCRATCHFS_BIN=/path/to/scratchfs scripts/bench.sh   # skip the build
 ```
@@ -429,6 +444,28 @@ from Debian (`fio sqlite3 git python3 fuse3 tar`, plus `rclone` with `--peers`),
 source-tree tarball once from directories on the machine (`/usr/include`, `/usr/lib/python3*`, …) and caches
 it under `/var/tmp/scratchfs-bench/` (`BENCH_CACHE`), mounts scratchfs and tmpfs (same size) on temporary
 directories, and unmounts them on every exit path.
+
+The `memfs_ll` peer (calibration: the in-memory example filesystem of libfuse, measured on the same
+machine in the same run) is **not part of this repository and is never downloaded by the script**:
+`--peers` runs it only if an executable exists at `MEMFS_LL_BIN` (default `/var/tmp/peers/memfs_ll`),
+otherwise it prints a note and runs rclone alone. It is built locally from the public example: take
+`example/memfs_ll.cc` from github.com/libfuse/libfuse (the runs here used the version at commit
+`004c3288`), save it outside the repository as `/var/tmp/peers/memfs_ll.cc`, port it to the installed
+libfuse (Debian 12 has 3.14: `FUSE_USE_VERSION 314`, drop the `.tmpfile`/`.statx` members of
+`fuse_lowlevel_ops`, add `#include <limits>`) and compile it with
+`g++ -std=c++17 -O2 $(pkg-config --cflags fuse3) -o memfs_ll memfs_ll.cc $(pkg-config --libs fuse3)`
+(`apt-get install g++ libfuse3-dev`). That version of the example hangs on `truncate` (it locks a
+`std::mutex` twice), aborts or crashes on every `rename` and `link` (a shared lock taken under the
+exclusive one, Dentries used after `delete`, a lookup count not taken) and loses files when
+`drop_caches` makes the kernel forget their inodes, so the local build also carries small, marked
+locking and lifetime fixes. Its design is unchanged: file contents in a per-inode `std::vector<char>`,
+linear search of a directory's entries, 0 s attribute and entry timeouts, libfuse's default
+multi-threaded loop; it is started as `memfs_ll -f MOUNTPOINT` (`-f` only to keep its pid and output)
+and has no size limit. It implements no symlinks (and `rclone mount` as run here answers EIO to
+them), so the source-tree tarball holds only regular files and directories. A run that
+includes it prints the build's one-line description (kept in the results JSON and the Peers line). A
+repetition on memfs_ll that takes longer than `BENCH_PEER_TIMEOUT` (900 s) gets its daemon killed, and
+a memfs_ll that died is replaced by a fresh mount for the next run.
 
 Sizes can be changed with environment variables: `BENCH_SEQ_SIZE` (2G), `BENCH_WARM_SECS` (3),
 `BENCH_RAND_SIZE` (512M), `BENCH_RAND_FILES` (2), `BENCH_RAND_SECS` (3), `BENCH_PAR_SIZE` (1G per writer),
