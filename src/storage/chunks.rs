@@ -26,7 +26,7 @@ use super::{Seek, alloc_overhead, grid_end, zeros};
 /// Extents never cross a multiple of this offset.
 pub const CHUNK_SIZE: u64 = HUGE as u64;
 /// A write at least this large that starts a grid cell marks a streaming
-/// writer: its tail gets a whole cell at once, in a huge page.
+/// writer: its tail gets a whole cell at once, faulted in with one call.
 const STREAM_WRITE: u64 = 256 * 1024;
 /// Smallest capacity given to a fresh tail buffer.
 const MIN_TAIL: u64 = 4096;
@@ -67,7 +67,7 @@ impl Chunk {
 }
 
 /// The open tail's buffer: a growable `Vec`, or, for streaming writers, a
-/// whole grid cell in a huge page.
+/// whole grid cell, faulted in with one call.
 enum TailBuf {
     Small(Vec<u8>),
     Huge(HugeBuf),
@@ -127,7 +127,7 @@ impl TailBuf {
     }
 
     /// Keeps the first `len` bytes in an exact-size buffer (a partly used
-    /// huge page is copied out and released).
+    /// 2 MiB mapping is copied out and released).
     fn shrink_to(&mut self, len: usize) {
         match self {
             TailBuf::Small(v) => {
@@ -167,7 +167,7 @@ pub(crate) struct ChunkList {
 }
 
 /// One step of growing the tail: copy `take` bytes after making the tail's
-/// capacity at least `cap` (in a huge page if `huge`); freeze it afterwards
+/// capacity at least `cap` (a whole 2 MiB mapping if `huge`); freeze it afterwards
 /// if its grid cell is full.
 struct TailStep {
     take: u64,
@@ -186,7 +186,7 @@ fn tail_steps(mut start: u64, mut len: u64, mut cap: u64, mut n: u64, whole_cell
         let room = cell_end - (start + len);
         let take = room.min(n);
         let need = len + take;
-        // A large write starting a cell: take the whole cell, in a huge page.
+        // A large write starting a cell: take the whole cell at once.
         let huge = whole_cells && len == 0 && cap == 0 && start.is_multiple_of(CHUNK_SIZE) && take >= STREAM_WRITE;
         if huge {
             cap = CHUNK_SIZE;
@@ -445,7 +445,7 @@ impl ChunkList {
         for step in steps {
             let old_cap = self.tail.capacity() as u64;
             if step.huge && self.tail.is_empty() {
-                // A huge page if the system gives one; an ordinary buffer of
+                // A 2 MiB mapping if the system gives one; an ordinary buffer of
                 // the same size otherwise (same charge either way).
                 self.tail = HugeBuf::new().map_or_else(|| TailBuf::Small(Vec::new()), TailBuf::Huge);
             }

@@ -54,7 +54,7 @@ pub struct Plan {
     /// Promote a sequential file to random-access before the change.
     pub promote: bool,
     /// Let an append that starts a grid cell with a large write take the
-    /// whole cell at once, in a huge page (streaming writers).
+    /// whole cell at once (streaming writers).
     pub whole_cells: bool,
 }
 
