@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite, from a fresh machine: installs what the
 # tests need (scripts/setup.sh), then format and lint checks, the layering
-# check, every cargo test (unit, engine, model, concurrency and the
-# mount-level tests with real tools), and the conformance suites.
+# check, the API docs (no rustdoc warnings), every cargo test (unit, engine,
+# model, concurrency and the mount-level tests with real tools), and the
+# conformance suites.
 #
 # Usage: scripts/test.sh
 # Mount tests need FUSE; with CI=true they fail (never skip) without it.
@@ -22,6 +23,7 @@ mounts_before=$(scratch_mounts)
 step "format";     cargo fmt --check
 step "clippy";     cargo clippy --locked --all-targets -- -D warnings
 step "layering";   scripts/check-layering.sh
+step "docs";       RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 step "cargo test"; cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 if [ -x scripts/conformance/run.sh ]; then
   step "conformance"; scripts/conformance/run.sh

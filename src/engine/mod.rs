@@ -199,7 +199,7 @@ impl Engine {
     }
 
     /// Installs the function that takes a fresh memory measurement (it
-    /// should end in [`Engine::note_process_memory`]). Called before an
+    /// should end in [`Engine::note_unaccounted`]). Called before an
     /// allocation is refused while a measurement might be stale.
     pub fn set_remeasure(&self, f: Box<dyn Fn() + Send + Sync>) {
         *self.remeasure.write() = Some(f);
