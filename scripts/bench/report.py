@@ -426,6 +426,9 @@ region). *Cold* means `sync; echo 3 > /proc/sys/vm/drop_caches` just before (and
 Targets (ratios to tmpfs): sequential write ≥ 0.6, warm read ≥ 0.9, cold read ≥ 0.25, 4 KiB random
 write and read ≥ 0.08, small-file create/unlink ≥ 0.25 (within 4×), tar/git/rm/sqlite ≥ 0.5 (within 2×);
 daemon RSS ≤ 1.05 × data for the source tree and ≤ 1.02 × for one large file.
+
+Why the small-request rows sit where they do (a cross-CPU wakeup per FUSE round trip on this VM,
+requests per operation, levers pulled and left): `docs/performance.md`.
 """)
     o.append("## Reproduce\n")
     o.append("""```sh
