@@ -113,6 +113,15 @@ def met_word(met):
     return "-" if met is None else ("yes" if met else "NO")
 
 
+def memory_row(m, peers, ratio_fmt, target_fmt, met):
+    """One row of the memory table; the formats differ between text and markdown."""
+    opt = lambda v: "-" if v is None else f"{v:.3f}"
+    row = [m["label"], human(m["data"]), human(m["rss"]),
+           "-" if m["ratio"] is None else ratio_fmt.format(m["ratio"]), target_fmt.format(m["target"]), met,
+           opt(m["delta_ratio"]), opt(m["quota_ratio"]), human(m["rss_after_delete"]), opt(m["tmpfs_ratio"])]
+    return row + [opt(m["peers"].get(p)) for p in peers]
+
+
 def text_table(R):
     rs, peers = rows(R)
     labels = R["meta"]["labels"]
@@ -148,18 +157,7 @@ def text_table(R):
                "(RSS-idle)/data", "quota/data", "RSS after rm", "tmpfs Shmem/data"]
         for p in peers:
             hdr.append(f"{p} (RSS+cache)/data")
-        body = []
-        for m in mr:
-            b = [m["label"], human(m["data"]), human(m["rss"]),
-                 "-" if m["ratio"] is None else f"{m['ratio']:.3f}", f"<={m['target']:.2f}",
-                 met_word(m["met"]),
-                 "-" if m["delta_ratio"] is None else f"{m['delta_ratio']:.3f}",
-                 "-" if m["quota_ratio"] is None else f"{m['quota_ratio']:.3f}",
-                 human(m["rss_after_delete"]),
-                 "-" if m["tmpfs_ratio"] is None else f"{m['tmpfs_ratio']:.3f}"]
-            for p in peers:
-                b.append("-" if p not in m["peers"] else f"{m['peers'][p]:.3f}")
-            body.append(b)
+        body = [memory_row(m, peers, "{:.3f}", "<={:.2f}", met_word(m["met"])) for m in mr]
         widths = [max(len(str(x[i])) for x in [hdr] + body) for i in range(len(hdr))]
         lines.append(fmt(hdr))
         lines.append("  ".join("-" * w for w in widths))
@@ -357,18 +355,8 @@ def markdown(R, svg_name):
         for p in peers:
             hdr.append(f"{p} (RSS + cache) / data")
             align.append("r")
-        body = []
-        for m in mr:
-            b = [m["label"], human(m["data"]), human(m["rss"]),
-                 "-" if m["ratio"] is None else f"**{m['ratio']:.3f}**", f"≤ {m['target']:.2f}",
-                 {None: "–", True: "✅", False: "❌"}[m["met"]],
-                 "-" if m["delta_ratio"] is None else f"{m['delta_ratio']:.3f}",
-                 "-" if m["quota_ratio"] is None else f"{m['quota_ratio']:.3f}",
-                 human(m["rss_after_delete"]),
-                 "-" if m["tmpfs_ratio"] is None else f"{m['tmpfs_ratio']:.3f}"]
-            for p in peers:
-                b.append("-" if p not in m["peers"] else f"{m['peers'][p]:.3f}")
-            body.append(b)
+        body = [memory_row(m, peers, "**{:.3f}**", "≤ {:.2f}", {None: "–", True: "✅", False: "❌"}[m["met"]])
+                for m in mr]
         o.append(md_table(hdr, body, align))
         o.append("")
         fr = (R.get("final_rss") or {}).get("scratchfs")

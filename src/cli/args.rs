@@ -203,6 +203,49 @@ fn parse_enum<T: ValueEnum>(key: &str, value: &str) -> Result<T, String> {
     })
 }
 
+/// Options that concern the mount, not the engine (a remount may change them).
+const MOUNT_ONLY_OPTIONS: &[&str] = &[
+    "",
+    "remount",
+    "ro",
+    "rw",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "noatime",
+    "atime",
+    "relatime",
+    "strictatime",
+    "allow_other",
+    "log_file",
+    "pid_file",
+];
+
+/// Options mount(8) and fstab use that mean nothing to the daemon.
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "_netdev",
+    "nofail",
+    "async",
+    "sync",
+    "dirsync",
+    "nodiratime",
+    "diratime",
+    "lazytime",
+    "nolazytime",
+    "default_permissions",
+    "auto_unmount",
+];
+
 /// Applies one `-o` option to `s`.
 fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     let (key, value) = match opt.split_once('=') {
@@ -212,44 +255,8 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     let need = |v: Option<&'a str>| v.ok_or_else(|| format!("mount option {key} needs a value ({key}=...)"));
     let num = |v: &str| v.parse::<u32>().map_err(|_| format!("invalid value '{v}' for mount option {key}"));
     let k = key.replace('-', "_");
-    if !matches!(
-        k.as_str(),
-        "" | "remount"
-            | "ro"
-            | "rw"
-            | "suid"
-            | "nosuid"
-            | "dev"
-            | "nodev"
-            | "exec"
-            | "noexec"
-            | "noatime"
-            | "atime"
-            | "relatime"
-            | "strictatime"
-            | "defaults"
-            | "auto"
-            | "noauto"
-            | "user"
-            | "nouser"
-            | "users"
-            | "owner"
-            | "_netdev"
-            | "nofail"
-            | "async"
-            | "sync"
-            | "dirsync"
-            | "nodiratime"
-            | "diratime"
-            | "lazytime"
-            | "nolazytime"
-            | "default_permissions"
-            | "auto_unmount"
-            | "allow_other"
-            | "log_file"
-            | "pid_file"
-    ) && !k.starts_with("x_")
-    {
+    let mount_only = MOUNT_ONLY_OPTIONS.contains(&k.as_str()) || IGNORED_OPTIONS.contains(&k.as_str());
+    if !mount_only && !k.starts_with("x_") {
         s.engine_settings_given = true;
     }
     match k.as_str() {
@@ -285,25 +292,7 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
         "atime" | "relatime" | "strictatime" => s.noatime = false,
         "foreground" => s.foreground = true,
         "no_auto_unmount" => s.auto_unmount = false,
-        // Options mount(8) and fstab use that mean nothing to the daemon.
-        "defaults"
-        | "auto"
-        | "noauto"
-        | "user"
-        | "nouser"
-        | "users"
-        | "owner"
-        | "_netdev"
-        | "nofail"
-        | "async"
-        | "sync"
-        | "dirsync"
-        | "nodiratime"
-        | "diratime"
-        | "lazytime"
-        | "nolazytime"
-        | "default_permissions"
-        | "auto_unmount" => {}
+        k if IGNORED_OPTIONS.contains(&k) => {}
         k if k.starts_with("x_") || k.starts_with("comment") => {}
         _ => return Err(format!("unknown mount option '{key}' (see scratchfs --help)")),
     }
