@@ -280,6 +280,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         Err(e) => return fail(&mut notify, format!("mounting on {} failed: {e}", mp.display())),
     };
     let auto_unmount = mounted.auto_unmount();
+    let device = crate::fuse::mount::mount_device(&mp);
     drop(plan.mount_lock.take());
     let fs = FuseFs::new(engine.clone(), plan.adapter.clone());
     let (session, watcher) = match mounted.start(fs, plan.threads, plan.mount.allow_other) {
@@ -342,7 +343,19 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
     if let Some(mut n) = notify.take() {
         let _ = n.write_all(b"ready\n");
     }
-    let result = session.run();
+    let result = match session.run() {
+        // With the abort-error capability the kernel ends the connection of
+        // an unmounted filesystem with ECONNABORTED rather than ENODEV
+        // (which fuser alone treats as the end). Once our mount is gone that
+        // is a normal end; while it is still mounted it is a real abort.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ECONNABORTED)
+                && !device.as_deref().is_some_and(crate::fuse::mount::device_mounted) =>
+        {
+            Ok(())
+        }
+        other => other,
+    };
     drop(watcher);
     log::info!("{} unmounted", mp.display());
     result.map_err(|e| format!("FUSE session on {} ended with an error: {e}", mp.display()))

@@ -101,6 +101,13 @@ pub fn mount_device(path: &Path) -> Option<String> {
         .find_map(|line| line.split(|&b| b == b' ').nth(2).map(|d| String::from_utf8_lossy(d).into_owned()))
 }
 
+/// Whether a mount of the device `major:minor` is still listed in
+/// /proc/self/mountinfo (no path lookup: it works on a dead FUSE mount).
+pub fn device_mounted(device: &str) -> bool {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
+    info.split(|&b| b == b'\n').any(|line| line.split(|&b| b == b' ').nth(2) == Some(device.as_bytes()))
+}
+
 /// Sets the kernel's readahead window for the mount at `path`, in KiB.
 /// READ requests are as large as the window (up to the 1 MiB request size),
 /// so a larger one means fewer round trips for streaming reads. Needs root;
