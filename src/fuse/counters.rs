@@ -22,7 +22,7 @@ ops! {
     Readdir => "readdir", Readdirplus => "readdirplus", Releasedir => "releasedir", Fsyncdir => "fsyncdir",
     Statfs => "statfs", Setxattr => "setxattr", Getxattr => "getxattr", Listxattr => "listxattr",
     Removexattr => "removexattr", Access => "access", Create => "create", Fallocate => "fallocate",
-    Lseek => "lseek", CopyFileRange => "copy_file_range",
+    Lseek => "lseek", CopyFileRange => "copy_file_range", Ioctl => "ioctl", Poll => "poll",
 }
 
 /// Per-kind request counters plus read and write payload totals.
