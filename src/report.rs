@@ -37,6 +37,21 @@ pub struct Report {
     /// empty for an in-process engine).
     #[serde(default)]
     pub requests: std::collections::BTreeMap<String, u64>,
+    /// Busy polling of the FUSE device (`None`: off, or in-process).
+    #[serde(default)]
+    pub busy_poll: Option<BusyPolling>,
+}
+
+/// What busy polling has done since mount.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BusyPolling {
+    /// Times a worker started polling (bursts of back-to-back requests).
+    pub bursts: u64,
+    /// Bursts ended early because other work wanted the CPUs.
+    #[serde(default)]
+    pub yielded: u64,
+    /// Time spent polling, in ms: about one CPU busy for that long.
+    pub polling_ms: u64,
 }
 
 /// Bytes used of a limit.
@@ -213,6 +228,7 @@ impl Report {
                 })
                 .collect(),
             requests: std::collections::BTreeMap::new(),
+            busy_poll: None,
         }
     }
 

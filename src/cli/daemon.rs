@@ -122,7 +122,14 @@ impl Plan {
             pid_file: s.pid_file.map(absolute).transpose()?,
             mount_lock: Some(mount_lock),
             inherited: Vec::new(),
-            adapter: AdapterOptions { panic_on_name: s.panic_on_name.map(String::into_bytes) },
+            adapter: AdapterOptions {
+                panic_on_name: s.panic_on_name.map(String::into_bytes),
+                // Polling needs a CPU to spare: with one, the poller would
+                // take it from the very process waiting for the answer.
+                busy_poll: s
+                    .busy_poll
+                    .unwrap_or_else(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)),
+            },
         })
     }
 }
@@ -324,7 +331,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
     let cfg = engine.config();
     log::info!(
         "scratchfs mounted on {}: quota {}, memory baseline {}, node limit {}, storage {:?}, guard {:?}/{:?}, \
-         {} threads{}",
+         {} threads{}{}",
         mp.display(),
         human_bytes(cfg.max_bytes),
         human_bytes(baseline),
@@ -333,6 +340,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         cfg.guard.mode,
         cfg.guard.action,
         plan.threads,
+        if plan.adapter.busy_poll { ", busy polling" } else { "" },
         if auto_unmount { ", auto-unmount on" } else { "" }
     );
     if let Some(path) = &plan.pid_file

@@ -110,6 +110,14 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
             .map_or("no reading yet".to_owned(), |a| format!("{} available at last reading", human_bytes(a))),
         if g.warnings > 0 { format!(", {} warnings", g.warnings) } else { String::new() }
     ));
+    if let Some(p) = r.busy_poll {
+        line(format!(
+            "  busy poll   {} bursts ({} yielded to other work), {:.1} s polling (one idle-priority CPU busy meanwhile)",
+            p.bursts,
+            p.yielded,
+            p.polling_ms as f64 / 1000.0
+        ));
+    }
     if !r.largest_files.is_empty() {
         line("  largest files:".to_owned());
         for file in &r.largest_files {

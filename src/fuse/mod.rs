@@ -11,6 +11,7 @@
 //! under `catch_unwind`: a panic fails that request with EIO and the
 //! filesystem keeps serving.
 
+mod busy_poll;
 mod convert;
 mod counters;
 mod errno;
@@ -49,6 +50,8 @@ pub struct AdapterOptions {
     /// Test hook: a request naming this entry panics, to prove a panic
     /// fails only its own request.
     pub panic_on_name: Option<Vec<u8>>,
+    /// Poll the device while requests come back to back (`src/fuse/busy_poll.rs`).
+    pub busy_poll: bool,
 }
 
 /// A `fuser::Filesystem` over an [`Engine`].
@@ -58,6 +61,7 @@ pub struct FuseFs {
     requests: Requests,
     /// Requests being handled right now, across all worker threads.
     in_flight: AtomicUsize,
+    busy_poll: Option<busy_poll::BusyPoll>,
 }
 
 const GENERATION: Generation = Generation(0);
@@ -112,7 +116,18 @@ macro_rules! fail {
 impl FuseFs {
     /// An adapter serving `engine`.
     pub fn new(engine: Arc<Engine>, opts: AdapterOptions) -> FuseFs {
-        FuseFs { engine, opts, requests: Requests::default(), in_flight: AtomicUsize::new(0) }
+        FuseFs { engine, opts, requests: Requests::default(), in_flight: AtomicUsize::new(0), busy_poll: None }
+    }
+
+    /// Busy-polls through `device`, read by the worker thread named
+    /// `reader`, if the options ask for it.
+    pub(crate) fn attach_device(&mut self, device: std::os::fd::BorrowedFd<'_>, reader: &str) {
+        if self.opts.busy_poll {
+            match busy_poll::BusyPoll::start(device, reader) {
+                Ok(p) => self.busy_poll = Some(p),
+                Err(e) => log::warn!("busy polling off: {e}"),
+            }
+        }
     }
 
     fn maybe_panic(&self, name: &[u8]) {
@@ -147,12 +162,19 @@ impl FuseFs {
     fn stats_json(&self) -> Vec<u8> {
         let mut report = crate::report::Report::collect(&self.engine);
         report.requests = self.requests.snapshot();
+        report.busy_poll = self.busy_poll.as_ref().map(|p| {
+            let s = p.stats();
+            crate::report::BusyPolling { bursts: s.bursts, yielded: s.yielded, polling_ms: s.polling_ms }
+        });
         report.to_json().into_bytes()
     }
 
     /// Counts a request of kind `op` (and `bytes` of payload).
     fn count(&self, op: Op, bytes: usize) {
         self.requests.count(op, bytes);
+        if let Some(p) = &self.busy_poll {
+            p.on_request();
+        }
     }
 
     /// Runs one request: counted in flight, panics contained.

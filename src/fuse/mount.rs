@@ -13,7 +13,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -334,10 +334,14 @@ impl Mounted {
 
     /// Completes the FUSE handshake; requests are then queued by the kernel
     /// until [`Session::run`] serves them, so the mount is usable.
-    pub fn start(self, fs: FuseFs, threads: usize, allow_other: bool) -> io::Result<(Session<FuseFs>, Watcher)> {
+    pub fn start(self, mut fs: FuseFs, threads: usize, allow_other: bool) -> io::Result<(Session<FuseFs>, Watcher)> {
         let mut config = Config::default();
         config.n_threads = Some(threads.max(1));
         config.clone_fd = threads > 1;
+        // fuser's last worker thread reads this descriptor (the others read
+        // clones of it), and fuser names its workers fuser-0, fuser-1, ...
+        let n = config.n_threads.unwrap_or(1);
+        fs.attach_device(self.fd.as_fd(), &format!("fuser-{}", n.saturating_sub(1)));
         let acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
         let session = Session::from_fd(fs, self.fd, acl, config)?;
         Ok((session, Watcher(self.watcher)))

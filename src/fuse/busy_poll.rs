@@ -1,0 +1,462 @@
+//! Adaptive busy polling of the FUSE device.
+//!
+//! Every FUSE request is a round trip: the kernel queues it and wakes a
+//! worker blocked in `read(2)` on `/dev/fuse`, the worker answers and the
+//! kernel wakes the caller. Waking a sleeping thread means waking an idle
+//! CPU, and on a virtual machine that can cost tens of microseconds, far
+//! more than handling a metadata request (docs/performance.md has the
+//! measurements). While requests arrive back to back, one worker therefore
+//! stops sleeping: its device descriptor is switched to `O_NONBLOCK`, and
+//! fuser's receive loop retries `EAGAIN` at once, so that worker keeps
+//! asking and takes each request the moment it is queued, with no wake-up.
+//!
+//! This costs one busy CPU while it lasts, so it lasts only while it pays:
+//!
+//! - it starts when a request follows the previous one within [`START_GAP`];
+//! - a governor thread ends it at the first [`TICK`] that saw fewer than
+//!   [`MIN_PER_TICK`] requests (an idle filesystem never polls, and its
+//!   governor sleeps);
+//! - the polling worker runs in the idle scheduling class, so it only ever
+//!   spins on a CPU nothing else wants; when it got less than half of a
+//!   tick, the programs using the filesystem want the CPUs themselves (a
+//!   parallel build, say), and polling backs off for [`BACKOFF_MIN`],
+//!   doubling up to [`BACKOFF_MAX`] while that lasts;
+//! - with one CPU it is never enabled (the daemon decides).
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Polling starts when a request arrives within this time of the previous one.
+pub const START_GAP: Duration = Duration::from_micros(250);
+/// How often the governor looks at the request rate while polling.
+pub const TICK: Duration = Duration::from_millis(1);
+/// Polling ends after a tick with fewer requests than this (an average gap
+/// longer than [`START_GAP`]).
+pub const MIN_PER_TICK: u64 = 4;
+/// Pause after polling lost the CPU to other work; doubles while it repeats.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest pause.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What busy polling has done since mount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollStats {
+    /// Times polling started.
+    pub bursts: u64,
+    /// Times it ended because other work wanted the CPUs.
+    pub yielded: u64,
+    /// Total time spent polling (about one CPU busy for that long), in ms.
+    pub polling_ms: u64,
+}
+
+struct Shared {
+    /// Our own descriptor for the polled worker's open file description:
+    /// `O_NONBLOCK` set through it applies to the worker's reads.
+    fd: OwnedFd,
+    epoch: Instant,
+    /// Requests seen (all workers).
+    requests: AtomicU64,
+    /// When the last request arrived while not polling, ns since `epoch`.
+    last_ns: AtomicU64,
+    /// No polling before this time, ns since `epoch` (backing off).
+    resume_ns: AtomicU64,
+    /// Kernel thread id of the polling worker, 0 until it has been seen.
+    poller_tid: AtomicI32,
+    polling: AtomicBool,
+    /// Serialises switching, so `polling` always matches the descriptor.
+    switch: Mutex<Switch>,
+    stop: AtomicBool,
+    /// Name of the worker thread that reads `fd`.
+    poller: String,
+}
+
+thread_local! {
+    /// Whether this thread's scheduling class has been settled.
+    static SETTLED: Cell<bool> = const { Cell::new(false) };
+}
+
+#[derive(Default)]
+struct Switch {
+    since: Option<Instant>,
+    stats: PollStats,
+}
+
+/// Busy polling of one worker's device descriptor, with its governor thread.
+/// Dropping it stops polling and the governor.
+pub struct BusyPoll {
+    shared: Arc<Shared>,
+    governor: Option<JoinHandle<()>>,
+}
+
+impl BusyPoll {
+    /// Polls through `fd` (the descriptor of one worker's reads) when
+    /// requests come back to back.
+    pub fn start(fd: BorrowedFd<'_>, poller: &str) -> io::Result<BusyPoll> {
+        let shared = Arc::new(Shared {
+            fd: fd.try_clone_to_owned()?,
+            epoch: Instant::now(),
+            requests: AtomicU64::new(0),
+            last_ns: AtomicU64::new(u64::MAX),
+            resume_ns: AtomicU64::new(0),
+            poller_tid: AtomicI32::new(0),
+            polling: AtomicBool::new(false),
+            switch: Mutex::new(Switch::default()),
+            stop: AtomicBool::new(false),
+            poller: poller.to_owned(),
+        });
+        let s = shared.clone();
+        let governor = std::thread::Builder::new().name("busy-poll".into()).spawn(move || s.govern())?;
+        Ok(BusyPoll { shared, governor: Some(governor) })
+    }
+
+    /// Called at the start of every request. While polling this is one
+    /// relaxed add; otherwise it also reads the clock, and starts polling
+    /// when this request followed the previous one closely.
+    #[inline]
+    pub fn on_request(&self) {
+        let s = &self.shared;
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        if !SETTLED.get() {
+            SETTLED.set(true);
+            if std::thread::current().name() == Some(s.poller.as_str()) {
+                yield_to_everyone();
+                // SAFETY: gettid has no preconditions.
+                s.poller_tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+            }
+        }
+        if s.polling.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = s.now_ns();
+        let prev = s.last_ns.swap(now, Ordering::Relaxed);
+        if prev != u64::MAX
+            && now.saturating_sub(prev) <= START_GAP.as_nanos() as u64
+            && now >= s.resume_ns.load(Ordering::Relaxed)
+        {
+            s.begin();
+            if let Some(g) = &self.governor {
+                g.thread().unpark();
+            }
+        }
+    }
+
+    /// Whether a worker is polling right now.
+    #[cfg(test)]
+    pub fn polling(&self) -> bool {
+        self.shared.polling.load(Ordering::Relaxed)
+    }
+
+    /// Bursts and time spent polling so far (the current burst included).
+    pub fn stats(&self) -> PollStats {
+        let sw = self.shared.switch.lock();
+        let mut stats = sw.stats;
+        if let Some(since) = sw.since {
+            stats.polling_ms += since.elapsed().as_millis() as u64;
+        }
+        stats
+    }
+}
+
+impl Drop for BusyPoll {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(g) = self.governor.take() {
+            g.thread().unpark();
+            let _ = g.join();
+        }
+        self.shared.end(false);
+    }
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn begin(&self) {
+        let mut sw = self.switch.lock();
+        if self.polling.load(Ordering::Relaxed) || self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = set_nonblocking(self.fd.as_fd(), true) {
+            log::debug!("busy polling not started: {e}");
+            return;
+        }
+        sw.since = Some(Instant::now());
+        sw.stats.bursts += 1;
+        self.polling.store(true, Ordering::Relaxed);
+    }
+
+    fn end(&self, yielded: bool) {
+        let mut sw = self.switch.lock();
+        if !self.polling.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = set_nonblocking(self.fd.as_fd(), false) {
+            // Leave it polling rather than pretend; the next tick retries.
+            log::warn!("cannot end busy polling: {e}");
+            return;
+        }
+        if let Some(since) = sw.since.take() {
+            sw.stats.polling_ms += since.elapsed().as_millis() as u64;
+        }
+        sw.stats.yielded += u64::from(yielded);
+        self.polling.store(false, Ordering::Relaxed);
+        // The next request starts a new measurement of the gap.
+        self.last_ns.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Sleeps until polling starts, then judges it tick by tick.
+    fn govern(&self) {
+        let mut backoff = BACKOFF_MIN;
+        while !self.stop.load(Ordering::Acquire) {
+            if !self.polling.load(Ordering::Relaxed) {
+                std::thread::park();
+                continue;
+            }
+            let mut seen = self.requests.load(Ordering::Relaxed);
+            let mut cpu = self.poller_cpu();
+            let mut first = true;
+            while self.polling.load(Ordering::Relaxed) && !self.stop.load(Ordering::Acquire) {
+                let t0 = Instant::now();
+                std::thread::sleep(TICK);
+                let (now, cpu_now) = (self.requests.load(Ordering::Relaxed), self.poller_cpu());
+                let tick = Tick {
+                    requests: now.wrapping_sub(seen),
+                    wall: t0.elapsed(),
+                    // The worker may still have been asleep in its read when
+                    // polling began: judge its CPU share from the second tick.
+                    poller_cpu: if first { None } else { cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)) },
+                };
+                (seen, cpu, first) = (now, cpu_now, false);
+                match judge(&tick) {
+                    Verdict::Keep => {}
+                    Verdict::Quiet => {
+                        backoff = BACKOFF_MIN;
+                        self.end(false);
+                    }
+                    Verdict::Contended => {
+                        let until = self.now_ns().saturating_add(backoff.as_nanos() as u64);
+                        self.resume_ns.store(until, Ordering::Relaxed);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        self.end(true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// CPU time the polling worker has used, if it is known and alive.
+    fn poller_cpu(&self) -> Option<Duration> {
+        match self.poller_tid.load(Ordering::Relaxed) {
+            0 => None,
+            tid => thread_cpu_time(tid),
+        }
+    }
+}
+
+/// What the governor saw in one tick of polling.
+#[derive(Debug)]
+struct Tick {
+    requests: u64,
+    wall: Duration,
+    poller_cpu: Option<Duration>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// Requests thinned out.
+    Quiet,
+    /// The (idle-class) poller got under half the tick: other work wants
+    /// the CPUs.
+    Contended,
+}
+
+fn judge(t: &Tick) -> Verdict {
+    if t.requests < MIN_PER_TICK {
+        Verdict::Quiet
+    } else if t.poller_cpu.is_some_and(|cpu| cpu * 2 < t.wall) {
+        Verdict::Contended
+    } else {
+        Verdict::Keep
+    }
+}
+
+/// CPU time of thread `tid` of this process: its per-thread CPU clock (the
+/// clock id `pthread_getcpuclockid` builds, `MAKE_THREAD_CPUCLOCK(tid,
+/// CPUCLOCK_SCHED)` in the kernel). `None` once the thread has exited; the
+/// kernel only answers for threads of the calling process.
+fn thread_cpu_time(tid: i32) -> Option<Duration> {
+    let clock: libc::clockid_t = (!tid << 3) | 6;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out pointer; an invalid clock id is an error.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?))
+}
+
+/// Puts the calling thread in the idle scheduling class: it runs only on a
+/// CPU nothing else wants, so polling never takes a CPU from the programs
+/// using the filesystem (a parallel build, say). When they do want every
+/// CPU, each of them that waits on a request has left its CPU free, so the
+/// poller still runs when it is needed.
+fn yield_to_everyone() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; param is valid.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        log::debug!("busy-polling worker keeps its priority: {}", io::Error::last_os_error());
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we hold open.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    // SAFETY: as above.
+    if new != flags && unsafe { libc::fcntl(raw, libc::F_SETFL, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nonblocking(fd: BorrowedFd<'_>) -> bool {
+        // SAFETY: F_GETFL on an open descriptor.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) & libc::O_NONBLOCK != 0 }
+    }
+
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid out array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe returned two new descriptors we now own.
+        unsafe { (std::os::fd::FromRawFd::from_raw_fd(fds[0]), std::os::fd::FromRawFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn back_to_back_requests_poll_and_a_quiet_tick_ends_it() {
+        let (r, _w) = pipe();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        assert!(!nonblocking(r.as_fd()));
+        // One request alone does not start polling.
+        poll.on_request();
+        assert!(!poll.polling() && !nonblocking(r.as_fd()));
+        // One right after another does, on the worker's own descriptor (a
+        // few tries: the test thread may be preempted between two calls).
+        for _ in 0..1000 {
+            poll.on_request();
+            if poll.polling() {
+                break;
+            }
+        }
+        assert!(poll.polling() && nonblocking(r.as_fd()));
+        // Nothing more arrives: the governor ends it.
+        assert!(wait_for(|| !poll.polling()), "polling never ended");
+        assert!(!nonblocking(r.as_fd()));
+        let stats = poll.stats();
+        assert_eq!(stats.bursts, 1);
+    }
+
+    #[test]
+    fn the_governor_keeps_polling_only_while_it_pays() {
+        let tick = |requests, cpu_us: Option<u64>| Tick {
+            requests,
+            wall: Duration::from_millis(1),
+            poller_cpu: cpu_us.map(Duration::from_micros),
+        };
+        assert_eq!(judge(&tick(50, Some(990))), Verdict::Keep);
+        assert_eq!(judge(&tick(50, None)), Verdict::Keep);
+        assert_eq!(judge(&tick(MIN_PER_TICK - 1, Some(990))), Verdict::Quiet);
+        assert_eq!(judge(&tick(50, Some(400))), Verdict::Contended);
+        assert_eq!(judge(&tick(0, Some(0))), Verdict::Quiet);
+    }
+
+    #[test]
+    fn thread_cpu_clock_counts_only_that_thread_and_ends_with_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let spinner = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let until = Instant::now() + Duration::from_millis(30);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            go_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let used = thread_cpu_time(tid).expect("a live thread of ours has a clock");
+        // It spun for 30 ms of wall time, then slept: at most that much, and
+        // more than nothing (it had a CPU at some point).
+        assert!(used > Duration::ZERO && used < Duration::from_millis(60), "{used:?}");
+        go_tx.send(()).unwrap();
+        spinner.join().unwrap();
+        assert_eq!(thread_cpu_time(tid), None);
+        // SAFETY: getpid has no preconditions. Our process's main thread id
+        // is our pid; another process's thread is refused: pid 1 here.
+        assert!(thread_cpu_time(unsafe { libc::getpid() }).is_some());
+        assert_eq!(thread_cpu_time(1), None);
+    }
+
+    #[test]
+    fn sparse_requests_never_poll() {
+        let (r, _w) = pipe();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        for _ in 0..3 {
+            poll.on_request();
+            std::thread::sleep(START_GAP * 4);
+        }
+        assert!(!poll.polling() && !nonblocking(r.as_fd()));
+        assert_eq!(poll.stats().bursts, 0);
+    }
+
+    #[test]
+    fn a_steady_stream_keeps_polling_and_drop_restores_blocking_reads() {
+        let (r, _w) = pipe();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        let until = Instant::now() + TICK * 50;
+        while Instant::now() < until {
+            poll.on_request();
+            std::hint::spin_loop();
+        }
+        poll.on_request();
+        poll.on_request();
+        assert!(poll.polling());
+        // Fifty ticks of a request every few ns: one burst, unless the test
+        // thread was preempted for whole ticks (a loaded machine); never
+        // ended and restarted at every tick.
+        let bursts = poll.stats().bursts;
+        assert!((1..25).contains(&bursts), "{bursts} bursts");
+        assert!(poll.stats().polling_ms >= 40);
+        drop(poll);
+        assert!(!nonblocking(r.as_fd()));
+    }
+}

@@ -1,0 +1,77 @@
+//! Busy polling of the FUSE device: it starts under back-to-back requests,
+//! answers them correctly, and stops (no busy CPU) once the filesystem is
+//! idle; `--busy-poll off` never polls.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mount::Mount;
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("daemon stat");
+    // Fields after the command name (which is in parentheses): state is
+    // field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
+}
+
+/// Creates, checks and removes `n` files with distinct contents: a stream
+/// of small requests, every answer checked.
+fn metadata_churn(m: &Mount, n: usize) {
+    let dir = m.join("churn");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..n {
+        std::fs::write(dir.join(format!("f{i}")), format!("file {i} {}", "x".repeat(i % 97))).unwrap();
+    }
+    for i in 0..n {
+        let p = dir.join(format!("f{i}"));
+        assert_eq!(std::fs::metadata(&p).unwrap().len() as usize, format!("file {i} ").len() + i % 97);
+        assert_eq!(std::fs::read(&p).unwrap(), format!("file {i} {}", "x".repeat(i % 97)).into_bytes());
+    }
+    for i in (0..n).step_by(2) {
+        std::fs::remove_file(dir.join(format!("f{i}"))).unwrap();
+    }
+    let mut left: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    let mut want: Vec<String> = (1..n).step_by(2).map(|i| format!("f{i}")).collect();
+    want.sort();
+    assert_eq!(left, want);
+}
+
+#[test]
+fn polls_under_load_answers_correctly_and_stops_when_idle() {
+    let Some(m) = Mount::new(&["--size", "64M", "--busy-poll", "on"]) else { return };
+    metadata_churn(&m, 3000);
+    let polled = m.stats().busy_poll.expect("busy polling is on");
+    assert!(polled.bursts >= 1, "3,000 files of back-to-back requests never started polling: {polled:?}");
+    // Idle now: the governor ends polling within a tick. A polling worker
+    // would burn a whole CPU second per second; allow a small fraction.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(m.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(m.pid()) - before;
+    assert!(used * 4 < 2 * ticks_per_second(), "idle daemon used {used} ticks of CPU in 2 s: still polling?");
+    let later = m.stats().busy_poll.expect("busy polling is on");
+    // Reading the stats is itself a request or two, not a burst.
+    assert!(later.bursts <= polled.bursts + 1, "{polled:?} then {later:?}");
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn off_means_never() {
+    let Some(m) = Mount::new(&["--size", "64M", "--busy-poll", "off"]) else { return };
+    metadata_churn(&m, 500);
+    assert_eq!(m.stats().busy_poll, None);
+    let (status, log) = m.unmount_with_log();
+    assert!(status.success());
+    assert!(!log.contains("busy polling"), "log mentions busy polling:\n{log}");
+}
