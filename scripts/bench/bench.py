@@ -89,6 +89,31 @@ def timed(cmd, **kw):
 DROP_CACHES_OK = None
 
 
+def cpu_busy(window=0.25):
+    """Fraction of all CPUs busy (not idle or iowait) over `window` seconds."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = sample()
+    time.sleep(window)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit=30.0, busy=0.10):
+    """Waits (up to `limit` s) until the machine is quiet: under `busy` of
+    all CPUs in use for a quarter second. A peer's daemon still working in
+    the background (rclone writes back its cache after close) would
+    otherwise take CPU from whichever filesystem runs next. Returns seconds
+    waited, and whether it got quiet."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        if cpu_busy() < busy:
+            return time.perf_counter() - t0, True
+    return time.perf_counter() - t0, False
+
+
 def drop_caches():
     """sync + drop page cache, dentries and inodes (needs root)."""
     global DROP_CACHES_OK
@@ -301,6 +326,7 @@ class ScratchFs(Fs):
                                             "waited_s": round(waited, 2)}
         notes["rss_after_group"] = self.rss()
         notes["promotions"] = st.get("promotions")
+        notes["busy_poll"] = st.get("busy_poll")  # cumulative since mount
         return notes
 
     def unmount(self):
@@ -859,6 +885,7 @@ def main():
                          for k, (g, l, u, kd, t) in defs.items() if g in groups}
     ctx = {}
     settle_waits = result["quota_release_waits"] = {}
+    quiet_waits = result["quiet_waits"] = {}
     interrupted = None
     t_start = time.perf_counter()
     result["meta"]["loadavg_start"] = os.getloadavg()
@@ -884,6 +911,10 @@ def main():
                             w = fs.settle()
                             if w > 0.1:
                                 settle_waits.setdefault(g, []).append(round(w, 2))
+                            qw, quiet = wait_quiet()
+                            if qw > 1.0 or not quiet:
+                                quiet_waits.setdefault(g, []).append(
+                                    f"{round(qw, 1)} s before {fs.name}" + ("" if quiet else " (still busy)"))
                             watchdog = None
                             if getattr(fs, "restartable", False):
                                 def on_hang(fs=fs, g=g):

@@ -170,6 +170,15 @@ def text_table(R):
     if qw:
         lines.append("scratchfs released the quota of deleted files late (s waited before a run): "
                      + "; ".join(f"{g}: {', '.join(map(str, w))}" for g, w in qw.items()))
+    bp = [n["busy_poll"] for n in R.get("notes", {}).values() if n.get("busy_poll")]
+    if bp:
+        b = max(bp, key=lambda x: x.get("polling_ms", 0))
+        lines.append(f"scratchfs busy polling over the timed workloads: {b['bursts']:,} bursts, "
+                     f"{b.get('yielded', 0):,} yielded to other work, {b['polling_ms'] / 1000:.1f} s polling")
+    qt = R.get("quiet_waits")
+    if qt:
+        lines.append("waited for the machine to go quiet (under 10% CPU) before a run: "
+                     + "; ".join(f"{g}: {', '.join(w)}" for g, w in qt.items()))
     fr = (R.get("final_rss") or {}).get("scratchfs")
     if fr:
         lines.append(f"scratchfs daemon RSS after the timed workloads, every file deleted: {human(fr)}")

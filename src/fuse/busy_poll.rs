@@ -9,6 +9,9 @@
 //! stops sleeping: its device descriptor is switched to `O_NONBLOCK`, and
 //! fuser's receive loop retries `EAGAIN` at once, so that worker keeps
 //! asking and takes each request the moment it is queued, with no wake-up.
+//! (That retry is `Channel::receive_retrying` in fuser 0.18, which
+//! Cargo.toml pins exactly; a fuser that ended the session on `EAGAIN`
+//! would make polling fatal, so check it before moving the pin.)
 //!
 //! This costs one busy CPU while it lasts, so it lasts only while it pays:
 //!
