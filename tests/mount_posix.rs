@@ -585,6 +585,23 @@ fn quota_released(fs: &Fs, before: Option<u64>, at_least: u64, what: &str) {
     }
 }
 
+/// Like [`quota_released`], for space freed by closing a file. The kernel
+/// sends RELEASE without waiting for it, and only once the file's own async
+/// requests are answered: readahead still in flight at `close(2)` is
+/// answered first, and its RELEASE then queues behind a stats read the
+/// caller has issued meanwhile. So the space comes back a moment later,
+/// not before `close(2)` returns; poll the stats (up to 5 s) for it.
+fn quota_released_after_close(fs: &Fs, before: Option<u64>, at_least: u64, what: &str) {
+    let Some(before) = before else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut after = fs.quota_used();
+    while after.is_some_and(|a| a + at_least > before) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        after = fs.quota_used();
+    }
+    quota_released(fs, Some(before), at_least, what);
+}
+
 // --- O_APPEND --------------------------------------------------------------------
 
 const APPEND_THREADS: usize = 4;
@@ -1659,7 +1676,7 @@ fn rename_over_open_file(fs: &Fs) -> Transcript {
     t.same("writes to the old fd do not reach the name");
     let used = fs.quota_used();
     drop(held);
-    quota_released(fs, used, 1 << 20, "closing the last fd of a replaced file");
+    quota_released_after_close(fs, used, 1 << 20, "closing the last fd of a replaced file");
 
     // renameat2: RENAME_NOREPLACE and RENAME_EXCHANGE, with an fd open on each file.
     std::fs::write(fs.path("x"), b"x content").unwrap();
@@ -1738,7 +1755,7 @@ fn unlinked_open_file(fs: &Fs) -> Transcript {
     t.same(format!("linkat of the unlinked file: {}", outcome(sys(i64::from(r)))));
     drop(again);
     drop(f);
-    quota_released(fs, used, 2 << 20, "closing the unlinked file");
+    quota_released_after_close(fs, used, 2 << 20, "closing the unlinked file");
     t
 }
 

@@ -106,7 +106,7 @@ pub struct MountArgs {
     /// Memory the guard keeps free for everything that is not file data [default: 32M].
     #[arg(long, value_parser = parse_size)]
     pub guard_headroom: Option<SizeSpec>,
-    /// Request-handling threads [default: number of CPUs].
+    /// Request-handling threads [default: 1 with busy polling, else the number of CPUs].
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// While requests come back to back, one thread polls the FUSE device

@@ -101,7 +101,14 @@ impl Plan {
                         pass the device through (--device /dev/fuse)"
                 .to_owned());
         }
-        let threads = s.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        // Polling needs a CPU to spare: with one, the poller would take it
+        // from the very process waiting for the answer.
+        let busy_poll = s.busy_poll.unwrap_or(cpus >= 2);
+        // While one worker polls, every other worker asleep on the device is
+        // woken by the kernel for each request, which costs what polling
+        // saves (docs/performance.md): one worker, unless asked for more.
+        let threads = s.threads.unwrap_or(if busy_poll { 1 } else { cpus });
         Ok(Plan {
             engine,
             mount: MountConfig {
@@ -122,14 +129,7 @@ impl Plan {
             pid_file: s.pid_file.map(absolute).transpose()?,
             mount_lock: Some(mount_lock),
             inherited: Vec::new(),
-            adapter: AdapterOptions {
-                panic_on_name: s.panic_on_name.map(String::into_bytes),
-                // Polling needs a CPU to spare: with one, the poller would
-                // take it from the very process waiting for the answer.
-                busy_poll: s
-                    .busy_poll
-                    .unwrap_or_else(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)),
-            },
+            adapter: AdapterOptions { panic_on_name: s.panic_on_name.map(String::into_bytes), busy_poll },
         })
     }
 }
