@@ -21,13 +21,13 @@
 //!   governor sleeps);
 //! - the polling worker runs in the idle scheduling class, so it only ever
 //!   spins on a CPU nothing else wants; when the daemon's workers together
-//!   got less than half a CPU in a tick, the programs using the filesystem want the
-//!   CPUs themselves (a parallel build, say), and polling backs off for
-//!   [`BACKOFF_MIN`], doubling up to [`BACKOFF_MAX`] while that lasts
-//!   (back to the minimum only after [`BACKOFF_MAX`] without contention). (All
-//!   workers, not the poller alone: the other workers, woken by the
+//!   got less than half a CPU in a tick, the programs using the filesystem
+//!   want the CPUs themselves (a parallel build, say), and polling backs off
+//!   for [`BACKOFF_MIN`], doubling up to [`BACKOFF_MAX`] while that lasts
+//!   (back to the minimum only after [`BACKOFF_MAX`] without contention).
+//!   All workers count, not the poller alone: the others, woken by the
 //!   kernel for each request, preempt the idle-class poller, and that is
-//!   our own work, not contention.)
+//!   our own work, not contention;
 //! - with one CPU it is never enabled (the daemon decides).
 
 use std::cell::Cell;
