@@ -43,7 +43,7 @@ pub struct Report {
 }
 
 /// What busy polling has done since mount.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BusyPolling {
     /// Times a worker started polling (bursts of back-to-back requests).
     pub bursts: u64,

@@ -113,6 +113,11 @@ def met_word(met):
     return "-" if met is None else ("yes" if met else "NO")
 
 
+def per_group(d):
+    """`{group: [values]}` as "group: v1, v2; group2: v3"."""
+    return "; ".join(f"{g}: {', '.join(map(str, w))}" for g, w in d.items())
+
+
 def memory_row(m, peers, ratio_fmt, target_fmt, met):
     """One row of the memory table; the formats differ between text and markdown."""
     opt = lambda v: "-" if v is None else f"{v:.3f}"
@@ -169,7 +174,7 @@ def text_table(R):
     qw = R.get("quota_release_waits")
     if qw:
         lines.append("scratchfs released the quota of deleted files late (s waited before a run): "
-                     + "; ".join(f"{g}: {', '.join(map(str, w))}" for g, w in qw.items()))
+                     + per_group(qw))
     bp = [n["busy_poll"] for n in R.get("notes", {}).values() if n.get("busy_poll")]
     if bp:
         b = max(bp, key=lambda x: x.get("polling_ms", 0))
@@ -178,7 +183,7 @@ def text_table(R):
     qt = R.get("quiet_waits")
     if qt:
         lines.append("waited for the machine to go quiet (under 10% CPU) before a run: "
-                     + "; ".join(f"{g}: {', '.join(w)}" for g, w in qt.items()))
+                     + per_group(qt))
     fr = (R.get("final_rss") or {}).get("scratchfs")
     if fr:
         lines.append(f"scratchfs daemon RSS after the timed workloads, every file deleted: {human(fr)}")
@@ -395,7 +400,7 @@ def markdown(R, svg_name):
     if qw:
         probs.append("- scratchfs gave back the quota of deleted files only after a delay (unlink/close return "
                      "before the space is free; the script waits before each run). Seconds waited: "
-                     + "; ".join(f"{g}: {', '.join(map(str, w))}" for g, w in qw.items()))
+                     + per_group(qw))
     for line in R.get("scratchfs_log_problems", [])[:10]:
         probs.append(f"- daemon log: `{line[:200]}`")
     for name, pl in (R.get("peer_log_problems") or {}).items():

@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::report::BusyPolling;
+
 /// Polling starts when a request arrives within this time of the previous one.
 pub const START_GAP: Duration = Duration::from_micros(250);
 /// How often the governor looks at the request rate while polling.
@@ -51,17 +53,6 @@ pub const MIN_PER_TICK: u64 = 4;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Longest pause.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// What busy polling has done since mount.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PollStats {
-    /// Times polling started.
-    pub bursts: u64,
-    /// Times it ended because other work wanted the CPUs.
-    pub yielded: u64,
-    /// Total time spent polling (about one CPU busy for that long), in ms.
-    pub polling_ms: u64,
-}
 
 struct Shared {
     /// Our own descriptor for the polled worker's open file description:
@@ -94,7 +85,7 @@ thread_local! {
 #[derive(Default)]
 struct Switch {
     since: Option<Instant>,
-    stats: PollStats,
+    stats: BusyPolling,
 }
 
 /// Busy polling of one worker's device descriptor, with its governor thread.
@@ -165,7 +156,7 @@ impl BusyPoll {
     }
 
     /// Bursts and time spent polling so far (the current burst included).
-    pub fn stats(&self) -> PollStats {
+    pub fn stats(&self) -> BusyPolling {
         let sw = self.shared.switch.lock();
         let mut stats = sw.stats;
         if let Some(since) = sw.since {
@@ -248,8 +239,9 @@ impl Shared {
                     daemon_cpu: if first { None } else { cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)) },
                 };
                 (seen, cpu, first) = (now, cpu_now, false);
-                log::trace!("busy-poll tick {tick:?}: {:?}", judge(&tick));
-                match judge(&tick) {
+                let verdict = judge(&tick);
+                log::trace!("busy-poll tick {tick:?}: {verdict:?}");
+                match verdict {
                     Verdict::Keep => {}
                     Verdict::Quiet => {
                         // A quiet end forgets earlier contention only once

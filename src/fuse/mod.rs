@@ -162,10 +162,7 @@ impl FuseFs {
     fn stats_json(&self) -> Vec<u8> {
         let mut report = crate::report::Report::collect(&self.engine);
         report.requests = self.requests.snapshot();
-        report.busy_poll = self.busy_poll.as_ref().map(|p| {
-            let s = p.stats();
-            crate::report::BusyPolling { bursts: s.bursts, yielded: s.yielded, polling_ms: s.polling_ms }
-        });
+        report.busy_poll = self.busy_poll.as_ref().map(busy_poll::BusyPoll::stats);
         report.to_json().into_bytes()
     }
 

@@ -336,11 +336,11 @@ impl Mounted {
     /// until [`Session::run`] serves them, so the mount is usable.
     pub fn start(self, mut fs: FuseFs, threads: usize, allow_other: bool) -> io::Result<(Session<FuseFs>, Watcher)> {
         let mut config = Config::default();
-        config.n_threads = Some(threads.max(1));
+        let n = threads.max(1);
+        config.n_threads = Some(n);
         config.clone_fd = threads > 1;
         // fuser's last worker thread reads this descriptor (the others read
         // clones of it), and fuser names its workers fuser-0, fuser-1, ...
-        let n = config.n_threads.unwrap_or(1);
         fs.attach_device(self.fd.as_fd(), &format!("fuser-{}", n.saturating_sub(1)));
         let acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
         let session = Session::from_fd(fs, self.fd, acl, config)?;
