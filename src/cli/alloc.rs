@@ -18,8 +18,10 @@
 //!   the allocator lives; file-backed pages of the binary are not the
 //!   filesystem's). The *baseline* is what the daemon needs whatever it
 //!   stores: its resident memory when the mount became ready, one request
-//!   buffer and one reply copy (1 MiB each) per worker thread, and a 6 MiB
-//!   margin for what can be allocated between two readings. Anonymous memory
+//!   buffer and one reply copy (1 MiB each) per worker thread, the append
+//!   buffers faulted in ahead of streaming writers (`storage/spares.rs`,
+//!   4 MiB), and a 6 MiB margin for what can be allocated between two
+//!   readings. Anonymous memory
 //!   above its share of that baseline and above the charges is memory the
 //!   allocator holds and cannot return (holes between live small
 //!   allocations); the engine counts it against the quota, so resident
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Engine;
+use crate::storage::SPARE_BYTES;
 
 const MMAP_THRESHOLD: i32 = 128 * 1024;
 const TRIM_THRESHOLD: i32 = 128 * 1024;
@@ -93,7 +96,7 @@ fn measure(engine: &Engine, base: Baseline, trim: bool) {
 /// resident memory stays within quota + baseline).
 pub fn start_housekeeping(engine: Arc<Engine>, threads: usize) -> u64 {
     let (total, anon) = resident_bytes().unwrap_or((0, 0));
-    let extra = threads as u64 * PER_THREAD + MARGIN;
+    let extra = threads as u64 * PER_THREAD + SPARE_BYTES + MARGIN;
     let base = Baseline { total: total + extra, anon: anon + extra };
     measure(&engine, base, false);
     let weak = Arc::downgrade(&engine);

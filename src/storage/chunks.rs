@@ -21,6 +21,7 @@
 use bytes::Bytes;
 
 use super::hugebuf::{HUGE, HugeBuf};
+use super::spares;
 use super::{Seek, alloc_overhead, grid_end, zeros};
 
 /// Extents never cross a multiple of this offset.
@@ -447,7 +448,7 @@ impl ChunkList {
             if step.huge && self.tail.is_empty() {
                 // A 2 MiB mapping if the system gives one; an ordinary buffer of
                 // the same size otherwise (same charge either way).
-                self.tail = HugeBuf::new().map_or_else(|| TailBuf::Small(Vec::new()), TailBuf::Huge);
+                self.tail = spares::take().map_or_else(|| TailBuf::Small(Vec::new()), TailBuf::Huge);
             }
             if step.cap > old_cap {
                 self.tail.reserve_exact((step.cap - self.tail.len() as u64) as usize);

@@ -9,7 +9,8 @@
 //! a fresh huge page cost ~2 ms to fault, so cold streaming writes ran at
 //! 0.3 GB/s against 1.4-1.6 GB/s populated in 4 KiB pages
 //! (`docs/performance.md`). Where populating is unsupported the pages fault
-//! on first touch as usual.
+//! on first touch as usual. Writers get these buffers from `spares.rs`,
+//! which faults them in ahead of need on another thread.
 
 use std::ptr::NonNull;
 

@@ -14,12 +14,14 @@
 mod blocks;
 mod chunks;
 mod hugebuf;
+mod spares;
 
 use bytes::Bytes;
 
 pub use blocks::{BLOCK_SIZE, BLOCK_SLOT};
 pub use chunks::{CHUNK_SIZE, EXTENT_SLOT};
 pub use hugebuf::HUGE;
+pub use spares::SPARE_BYTES;
 
 use blocks::BlockMap;
 use chunks::ChunkList;
