@@ -793,8 +793,17 @@ def machine_info():
                 distro = line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
+    # how long an idle vCPU polls before it halts (cpuidle-haltpoll): decides what waking a
+    # sleeping thread costs, so every FUSE round trip; docs/performance.md "Guest halt polling"
+    halt_poll_ns = None
+    try:
+        with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as f:
+            halt_poll_ns = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "mem_total": meminfo("MemTotal"),
-            "kernel": platform.release(), "distro": distro, "hostname": platform.node()}
+            "kernel": platform.release(), "distro": distro, "hostname": platform.node(),
+            "guest_halt_poll_ns": halt_poll_ns}
 
 
 def main():

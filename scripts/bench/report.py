@@ -311,7 +311,10 @@ def markdown(R, svg_name):
     o.append(f"- **Date:** {meta.get('date')}; full run took {R.get('elapsed_s', 0) / 60:.1f} min "
              f"({R['reps']} repetition(s) per workload{', quick mode' if meta.get('quick') else ''})")
     o.append(f"- **Machine:** {mi['cpu']}, {mi['cpus']} CPUs, {human(mi['mem_total'])} RAM, "
-             f"{mi['distro']}, Linux {mi['kernel']}")
+             f"{mi['distro']}, Linux {mi['kernel']}"
+             + (f"; guest halt polling {mi['guest_halt_poll_ns'] // 1000} µs "
+                "(`/sys/module/haltpoll/parameters/guest_halt_poll_ns`: what waking an idle vCPU "
+                "costs, see docs/performance.md)" if mi.get("guest_halt_poll_ns") is not None else ""))
     la = meta.get("loadavg_start"), meta.get("loadavg_end")
     if all(la):
         o.append(f"- **Load average** (1 min) at start {la[0][0]:.1f}, at end {la[1][0]:.1f} "
