@@ -48,18 +48,6 @@ impl Engine {
         Ok(self.handles.open(node.clone(), flags))
     }
 
-    /// Opens the directory `ino` for listing.
-    pub fn opendir(&self, ino: Ino) -> Result<Fh> {
-        let node = self.dir_node(ino)?;
-        let st = node.state.read();
-        if st.freed {
-            return Err(FsError::NotFound);
-        }
-        node.opens.fetch_add(1, Ordering::AcqRel);
-        drop(st);
-        Ok(self.handles.open(node, OpenFlags { read: true, ..OpenFlags::default() }))
-    }
-
     fn handle_node(&self, fh: Fh) -> Result<Arc<Node>> {
         self.handles.get(fh).map(|h| h.node).ok_or(FsError::BadHandle)
     }
@@ -80,14 +68,6 @@ impl Engine {
         }
         node.opens.fetch_sub(1, Ordering::AcqRel);
         self.maybe_free(&node);
-        Ok(())
-    }
-
-    /// Closes a directory handle.
-    pub fn releasedir(&self, fh: Fh) -> Result<()> {
-        let handle = self.handles.close(fh).ok_or(FsError::BadHandle)?;
-        handle.node.opens.fetch_sub(1, Ordering::AcqRel);
-        self.maybe_free(&handle.node);
         Ok(())
     }
 

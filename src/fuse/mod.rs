@@ -458,12 +458,15 @@ impl Filesystem for FuseFs {
         reply.error(Errno::ENOSYS);
     }
 
-    fn opendir(&self, _req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, _i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        // A directory handle would hold nothing: READDIR works from the
+        // inode and a cookie that survives any change to the directory.
+        // ENOSYS tells the kernel so, once: from then on it opens
+        // directories without asking and sends no RELEASEDIR (Linux 5.1+,
+        // FUSE_NO_OPENDIR_SUPPORT), two round trips fewer for every
+        // directory opened (`find`, `rm -rf`, sqlite's directory fsync).
         self.count(Op::Opendir, 0);
-        self.run("opendir", || match self.engine.opendir(ino(i)) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
-            Err(e) => fail!(reply, "opendir", e),
-        });
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -502,9 +505,10 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn releasedir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
+    fn releasedir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
+        // Not sent once OPENDIR has answered ENOSYS; nothing to close.
         self.count(Op::Releasedir, 0);
-        self.run("releasedir", || Self::reply_empty(reply, "releasedir", self.engine.releasedir(Fh(fh.0))));
+        reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
