@@ -210,3 +210,46 @@ fn std_fs_round_trips_and_df() {
     assert_eq!(m.stats().nodes.used, 1);
     m.unmount();
 }
+
+/// Kernel release as (major, minor), from /proc.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Directories open without a round trip: the kernel asks OPENDIR once, is
+/// told ENOSYS, and from then on opens directories itself and never sends
+/// RELEASEDIR (Linux 5.1+). Listings stay exact, handle or not, through
+/// changes made between them.
+#[test]
+fn directories_open_without_requests_and_list_exactly() {
+    let Some(m) = Mount::new(&[]) else { return };
+    let dir = m.join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let mut expect = std::collections::BTreeSet::new();
+    const ROUNDS: u64 = 60;
+    for round in 0..ROUNDS {
+        let name = format!("f{round}");
+        std::fs::write(dir.join(&name), round.to_string()).unwrap();
+        expect.insert(name);
+        if round % 3 == 2 {
+            let gone = format!("f{}", round / 2);
+            if expect.remove(&gone) {
+                std::fs::remove_file(dir.join(&gone)).unwrap();
+            }
+        }
+        let listed: std::collections::BTreeSet<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(listed, expect, "listing {round}");
+    }
+    let requests = m.stats().requests;
+    let count = |op: &str| requests.get(op).copied().unwrap_or(0);
+    if kernel_version() >= (5, 1) {
+        assert!(count("opendir") <= 1, "{} OPENDIR requests for {ROUNDS} listings", count("opendir"));
+        assert_eq!(count("releasedir"), 0, "RELEASEDIR after OPENDIR answered ENOSYS");
+    } else {
+        assert!(count("opendir") >= ROUNDS, "an older kernel opens each directory through the daemon");
+    }
+    m.unmount();
+}

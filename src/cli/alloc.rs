@@ -21,13 +21,12 @@
 //!   buffer and one reply copy (1 MiB each) per worker thread, the append
 //!   buffers faulted in ahead of streaming writers (`storage/spares.rs`,
 //!   4 MiB), and a 6 MiB margin for what can be allocated between two
-//!   readings. Anonymous memory
-//!   above its share of that baseline and above the charges is memory the
-//!   allocator holds and cannot return (holes between live small
-//!   allocations); the engine counts it against the quota, so resident
-//!   memory stays within quota + baseline. Before refusing an allocation the
-//!   engine asks for a fresh reading (with a trim), so space freed a moment
-//!   ago is not refused.
+//!   readings. Anonymous memory above its share of that baseline and above
+//!   the charges is memory the allocator holds and cannot return (holes
+//!   between live small allocations); the engine counts it against the
+//!   quota, so resident memory stays within quota + baseline. Before
+//!   refusing an allocation the engine asks for a fresh reading (with a
+//!   trim), so space freed a moment ago is not refused.
 
 use std::sync::Arc;
 use std::time::Duration;
