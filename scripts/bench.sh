@@ -13,6 +13,10 @@
 #   --threads N            scratchfs --threads (default: scratchfs's default)
 #   --scratchfs-opts STR   more scratchfs options, e.g. '--storage random-access'
 #   --no-docs              print the table only; leave docs/ untouched
+#   --halt-poll NS         run with the host's guest halt polling set to NS nanoseconds
+#                          (/sys/module/haltpoll/parameters/guest_halt_poll_ns, restored on
+#                          exit); an experiment on the host's setting, so implies --no-docs
+#                          (docs/performance.md, "Guest halt polling")
 #   --check                exit 1 if a target is missed
 #   -h, --help
 # Environment: SCRATCHFS_BIN (skip the build), CARGO_TARGET_DIR, BENCH_CACHE
@@ -35,6 +39,7 @@ reps=${BENCH_REPS:-3}
 size=${BENCH_SIZE:-4G}
 quick=0 peers=0 docs=1 check=0
 only="" max_nodes="" threads="" sfs_opts=""
+halt_poll=""
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +52,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --scratchfs-opts) sfs_opts=$2; shift 2 ;;
     --no-docs) docs=0; shift ;;
+    --halt-poll) halt_poll=$2; shift 2 ;;
     --check) check=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench: unknown option $1 (see --help)" >&2; exit 64 ;;
@@ -57,6 +63,13 @@ say() { echo "bench: $*"; }
 
 if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
   echo "bench: needs root (or password-less sudo) to mount tmpfs and drop caches" >&2; exit 1
+fi
+
+if [ -n "$halt_poll" ]; then
+  case "$halt_poll" in ''|*[!0-9]*) echo "bench: --halt-poll takes nanoseconds, e.g. 200000" >&2; exit 64 ;; esac
+  [ -e /sys/module/haltpoll/parameters/guest_halt_poll_ns ] ||
+    { echo "bench: --halt-poll: this kernel has no haltpoll cpuidle driver" >&2; exit 1; }
+  docs=0
 fi
 
 # --- tools ------------------------------------------------------------------
@@ -147,6 +160,10 @@ cleanup() {
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done
+  if [ -n "${halt_poll_was:-}" ]; then
+    echo "$halt_poll_was" | as_root tee /sys/module/haltpoll/parameters/guest_halt_poll_ns >/dev/null &&
+      say "guest halt polling restored to $halt_poll_was ns"
+  fi
   if [ -d "$work" ]; then
     rm -rf "$cache/last" && mkdir -p "$cache/last"
     cp -f "$work"/*.log "$work"/results.json "$cache/last/" 2>/dev/null || true
@@ -172,6 +189,11 @@ on_signal() {
   exit "$1"
 }
 trap cleanup EXIT
+if [ -n "$halt_poll" ]; then
+  halt_poll_was=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns)
+  echo "$halt_poll" | as_root tee /sys/module/haltpoll/parameters/guest_halt_poll_ns >/dev/null
+  say "guest halt polling set to $halt_poll ns for this run (was $halt_poll_was; restored on exit)"
+fi
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
