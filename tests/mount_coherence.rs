@@ -2,6 +2,8 @@
 //! other open uses it. These tests prove the two stay coherent: a reader
 //! that has the old bytes cached, through read(2) or a shared mapping, sees
 //! what a write-only writer wrote as soon as the write returns.
+//! And a file's times after `msync(2)` of a shared mapping are the ones the
+//! writeback set, whatever `stat` calls ran alongside.
 
 mod common;
 
@@ -66,5 +68,71 @@ fn shared_mapping_sees_a_write_only_writer() {
     assert!(view[..8192].iter().all(|&b| b == b'm') && view[12288..].iter().all(|&b| b == b'm'));
     // SAFETY: unmapping what was mapped above.
     unsafe { libc::munmap(map, len) };
+    m.unmount();
+}
+
+/// Sets `stop` when dropped, so a helper thread ends even if the test fails.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `stat` after `msync(2)` shows the time the writeback set, also when the
+/// pages were written back by a sync elsewhere while a `stat` was on its
+/// way: the kernel must not keep that GETATTR's older answer in its cache.
+#[test]
+fn mtime_after_msync_is_never_stale() {
+    use std::os::unix::fs::MetadataExt;
+    const LEN: usize = 3 * 4096;
+    const OLD: u64 = 946_684_800;
+    const ROUNDS: usize = 2000;
+    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    let root = std::fs::File::open(&m.path).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stale = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: syncfs on a descriptor we hold open.
+                unsafe { libc::syncfs(root.as_raw_fd()) };
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        });
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(OLD);
+        let mut stale = 0;
+        for round in 0..ROUNDS {
+            let path = m.join(format!("m{}", round % 4));
+            std::fs::write(&path, vec![b'a'; LEN]).unwrap();
+            let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+            f.set_times(std::fs::FileTimes::new().set_accessed(old).set_modified(old)).unwrap();
+            // SAFETY: a fresh shared mapping of LEN bytes of an open file of that size.
+            let map = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    LEN,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(map, libc::MAP_FAILED, "mmap");
+            // SAFETY: 10 bytes at offset 100, inside the mapping.
+            unsafe { std::ptr::copy_nonoverlapping(b"0123456789".as_ptr(), map.cast::<u8>().add(100), 10) };
+            std::fs::metadata(&path).unwrap();
+            // SAFETY: our mapping.
+            assert_eq!(unsafe { libc::msync(map, LEN, libc::MS_SYNC) }, 0, "msync");
+            if std::fs::metadata(&path).unwrap().mtime() as u64 == OLD {
+                stale += 1;
+            }
+            // SAFETY: our mapping, not used after this.
+            unsafe { libc::munmap(map, LEN) };
+        }
+        stale
+    });
+    assert_eq!(stale, 0, "{stale} of {ROUNDS} stat calls after msync showed the mtime from before the stores");
     m.unmount();
 }

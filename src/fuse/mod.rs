@@ -22,15 +22,16 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags as FuseOpenFlags, PollEvents, PollFlags, PollNotifier,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags as FuseOpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::engine::{
@@ -65,6 +66,8 @@ pub struct FuseFs {
     /// The kernel opens directories without OPENDIR once told ENOSYS
     /// (`FUSE_NO_OPENDIR_SUPPORT`, offered in INIT since Linux 5.1).
     no_opendir: bool,
+    /// Notifications to the kernel, set once the session exists.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 const GENERATION: Generation = Generation(0);
@@ -126,6 +129,7 @@ impl FuseFs {
             in_flight: AtomicUsize::new(0),
             busy_poll: None,
             no_opendir: false,
+            notifier: Arc::default(),
         }
     }
 
@@ -137,6 +141,34 @@ impl FuseFs {
                 Ok(p) => self.busy_poll = Some(p),
                 Err(e) => log::warn!("busy polling off: {e}"),
             }
+        }
+    }
+
+    /// Where the session's [`Notifier`] goes once the session exists (the
+    /// session is built from this adapter, so it cannot be passed in).
+    pub(crate) fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Tells the kernel that `i`'s cached attributes are stale, and makes
+    /// it drop any older attributes still on their way to its cache.
+    ///
+    /// Needed after a page-cache writeback WRITE (a shared mapping's
+    /// pages): the kernel then marks the attributes stale, but without
+    /// ordering that against a GETATTR answered just before the write and
+    /// not yet applied, so that answer (with the old mtime) could land
+    /// after the mark and clear it, and `stat` after `msync(2)` would show
+    /// the old mtime for as long as attributes are cached (measured: 65 of
+    /// 3,000 msyncs with `sync(2)` running alongside). An invalidation
+    /// notice also advances the inode's attribute version, which makes the
+    /// kernel discard such an older answer. Offset -1: attributes only, no
+    /// page is touched (the written pages are still under writeback).
+    fn attributes_changed(&self, i: INodeNo) {
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(i, -1, 0)
+        {
+            // ENOENT: the kernel no longer holds the inode; nothing is cached.
+            log::debug!("attribute invalidation of inode {}: {e}", i.0);
         }
     }
 
@@ -421,7 +453,7 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         _req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -437,7 +469,12 @@ impl Filesystem for FuseFs {
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
             match self.allocating(|| self.engine.write(Fh(fh.0), offset, data, opts)) {
-                Ok(n) => reply.written(n),
+                Ok(n) => {
+                    if opts.from_page_cache {
+                        self.attributes_changed(i);
+                    }
+                    reply.written(n)
+                }
                 Err(e) => fail!(reply, "write", e),
             }
         });

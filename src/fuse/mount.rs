@@ -343,7 +343,10 @@ impl Mounted {
         // clones of it), and fuser names its workers fuser-0, fuser-1, ...
         fs.attach_device(self.fd.as_fd(), &format!("fuser-{}", n.saturating_sub(1)));
         let acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
+        let notifier = fs.notifier_slot();
         let session = Session::from_fd(fs, self.fd, acl, config)?;
+        // Set before any request is served (`Session::run` comes later).
+        let _ = notifier.set(session.notifier());
         Ok((session, Watcher(self.watcher)))
     }
 }
