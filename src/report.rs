@@ -52,6 +52,10 @@ pub struct BusyPolling {
     pub yielded: u64,
     /// Time spent polling, in ms: about one CPU busy for that long.
     pub polling_ms: u64,
+    /// Whether idle CPUs were kept polling through a CPU latency request
+    /// while polling lasted (false: a keeper thread kept one CPU busy).
+    #[serde(default)]
+    pub cpu_latency: bool,
 }
 
 /// Bytes used of a limit.

@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::mount::Mount;
+use scratchfs::report::BusyPolling;
 
 /// CPU time (user + system) the process has used, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -21,6 +23,47 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
+}
+
+/// The machine's CPU latency limit in µs (the kernel's PM QoS aggregate),
+/// or `None` where `/dev/cpu_dma_latency` is not ours to open.
+fn cpu_latency_limit() -> Option<i32> {
+    let f = std::fs::File::open("/dev/cpu_dma_latency").ok()?;
+    let mut v = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut v, 0).expect("the limit reads as 4 bytes");
+    Some(i32::from_ne_bytes(v))
+}
+
+/// Polls with `extra` options while files churn, then checks the idle
+/// daemon burns no CPU and holds no CPU latency request; returns the stats
+/// (`None` where FUSE is missing outside CI, as `Mount::new`).
+fn churn_then_idle(extra: &[&str]) -> Option<BusyPolling> {
+    // One at a time: the latency limit is the machine's, so another test's
+    // burst would show in this one's readings.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = cpu_latency_limit();
+    let mut args = vec!["--size", "64M", "--busy-poll", "on"];
+    args.extend_from_slice(extra);
+    let m = Mount::new(&args)?;
+    metadata_churn(&m, 3000);
+    let polled = m.stats().busy_poll.expect("busy polling is on");
+    assert!(polled.bursts >= 1, "3,000 files of back-to-back requests never started polling: {polled:?}");
+    // Idle now: the governor ends polling within a tick. A polling worker
+    // (or the keeper) would burn a whole CPU second per second; allow a
+    // small fraction.
+    std::thread::sleep(Duration::from_millis(200));
+    let before_cpu = cpu_ticks(m.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(m.pid()) - before_cpu;
+    assert!(used * 4 < 2 * ticks_per_second(), "idle daemon used {used} ticks of CPU in 2 s: still polling?");
+    // And the machine's idle CPUs are left to halt again.
+    assert_eq!(cpu_latency_limit(), before, "an idle daemon still holds a CPU latency request");
+    let later = m.stats().busy_poll.expect("busy polling is on");
+    // Reading the stats is itself a request or two, not a burst.
+    assert!(later.bursts <= polled.bursts + 1, "{polled:?} then {later:?}");
+    assert!(m.unmount().success());
+    Some(polled)
 }
 
 /// Creates, checks and removes `n` files with distinct contents: a stream
@@ -49,21 +92,16 @@ fn metadata_churn(m: &Mount, n: usize) {
 
 #[test]
 fn polls_under_load_answers_correctly_and_stops_when_idle() {
-    let Some(m) = Mount::new(&["--size", "64M", "--busy-poll", "on"]) else { return };
-    metadata_churn(&m, 3000);
-    let polled = m.stats().busy_poll.expect("busy polling is on");
-    assert!(polled.bursts >= 1, "3,000 files of back-to-back requests never started polling: {polled:?}");
-    // Idle now: the governor ends polling within a tick. A polling worker
-    // would burn a whole CPU second per second; allow a small fraction.
-    std::thread::sleep(Duration::from_millis(200));
-    let before = cpu_ticks(m.pid());
-    std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(m.pid()) - before;
-    assert!(used * 4 < 2 * ticks_per_second(), "idle daemon used {used} ticks of CPU in 2 s: still polling?");
-    let later = m.stats().busy_poll.expect("busy polling is on");
-    // Reading the stats is itself a request or two, not a burst.
-    assert!(later.bursts <= polled.bursts + 1, "{polled:?} then {later:?}");
-    assert!(m.unmount().success());
+    let Some(polled) = churn_then_idle(&[]) else { return };
+    // As root, idle CPUs were kept polling by a latency request, not by a
+    // keeper thread.
+    assert_eq!(polled.cpu_latency, cpu_latency_limit().is_some(), "{polled:?}");
+}
+
+#[test]
+fn without_a_latency_request_the_keeper_stands_in_and_stops_too() {
+    let Some(polled) = churn_then_idle(&["--cpu-latency", "off"]) else { return };
+    assert!(!polled.cpu_latency, "{polled:?}");
 }
 
 #[test]

@@ -70,6 +70,13 @@ pub enum BusyPollArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CpuLatencyArg {
+    /// While busy polling, when the daemon may open /dev/cpu_dma_latency.
+    Auto,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GuardActionArg {
     Deny,
     Warn,
@@ -110,11 +117,19 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// While requests come back to back, one thread polls the FUSE device
-    /// instead of sleeping and another keeps a second CPU from halting:
-    /// much lower latency per request, two CPUs busy at idle priority while
-    /// it lasts [default: auto].
+    /// instead of sleeping, and the callers' CPUs are kept from halting
+    /// (see --cpu-latency): much lower latency per request, busy CPUs at
+    /// idle priority while it lasts [default: auto].
     #[arg(long, value_enum)]
     pub busy_poll: Option<BusyPollArg>,
+    /// While busy polling, hold a CPU latency request of 0 µs
+    /// (/dev/cpu_dma_latency, root only): idle CPUs of the whole machine
+    /// poll instead of halting, so an answer wakes its caller at once.
+    /// Dropped when polling ends and when the daemon exits. Where it is off
+    /// or not permitted, one idle-priority thread spins on a second CPU
+    /// instead [default: auto].
+    #[arg(long, value_enum)]
+    pub cpu_latency: Option<CpuLatencyArg>,
     /// Stay in the foreground (logs go to stderr).
     #[arg(short, long)]
     pub foreground: bool,
@@ -168,6 +183,8 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// `None`: on when two or more CPUs are available.
     pub busy_poll: Option<bool>,
+    /// Hold a CPU latency request while busy polling, where permitted.
+    pub cpu_latency: bool,
     pub foreground: bool,
     pub allow_other: bool,
     pub read_only: bool,
@@ -302,6 +319,7 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
             s.threads = Some(v.parse().map_err(|_| format!("invalid value '{v}' for mount option threads"))?);
         }
         "busy_poll" => s.busy_poll = busy_poll(parse_enum(key, need(value)?)?),
+        "cpu_latency" => s.cpu_latency = parse_enum::<CpuLatencyArg>(key, need(value)?)? == CpuLatencyArg::Auto,
         "log_file" => s.log_file = Some(PathBuf::from(need(value)?)),
         "pid_file" => s.pid_file = Some(PathBuf::from(need(value)?)),
         "allow_other" => s.allow_other = true,
@@ -332,7 +350,7 @@ impl MountArgs {
             [src, mp] => (Some(src.to_string_lossy().into_owned()), mp.clone()),
             _ => return Err("expected [SOURCE] MOUNTPOINT".to_owned()),
         };
-        let mut s = Settings { source, mountpoint, auto_unmount: true, ..Settings::default() };
+        let mut s = Settings { source, mountpoint, auto_unmount: true, cpu_latency: true, ..Settings::default() };
         for group in &self.options {
             for opt in group.split(',') {
                 apply_option(&mut s, opt)?;
@@ -349,6 +367,9 @@ impl MountArgs {
         s.threads = self.threads.or(s.threads);
         if let Some(b) = self.busy_poll {
             s.busy_poll = busy_poll(b);
+        }
+        if let Some(c) = self.cpu_latency {
+            s.cpu_latency = c == CpuLatencyArg::Auto;
         }
         s.mode = self.mode.or(s.mode);
         s.uid = self.uid.or(s.uid);
@@ -403,6 +424,11 @@ mod tests {
         assert_eq!(s.busy_poll, Some(false));
         let s = settings(&["/m", "-o", "busy_poll=off", "--busy-poll", "auto"]).unwrap();
         assert_eq!(s.busy_poll, None);
+        assert!(settings(&["/m"]).unwrap().cpu_latency);
+        assert!(!settings(&["/m", "-o", "cpu_latency=off"]).unwrap().cpu_latency);
+        assert!(settings(&["/m", "-o", "cpu_latency=off", "--cpu-latency", "auto"]).unwrap().cpu_latency);
+        assert!(!settings(&["/m", "--cpu-latency", "off"]).unwrap().cpu_latency);
+        assert!(settings(&["/m", "-o", "cpu_latency=fast"]).is_err());
     }
 
     #[test]

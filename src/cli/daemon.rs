@@ -129,7 +129,11 @@ impl Plan {
             pid_file: s.pid_file.map(absolute).transpose()?,
             mount_lock: Some(mount_lock),
             inherited: Vec::new(),
-            adapter: AdapterOptions { panic_on_name: s.panic_on_name.map(String::into_bytes), busy_poll },
+            adapter: AdapterOptions {
+                panic_on_name: s.panic_on_name.map(String::into_bytes),
+                busy_poll,
+                cpu_latency: s.cpu_latency,
+            },
         })
     }
 }

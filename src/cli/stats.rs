@@ -112,10 +112,15 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
     ));
     if let Some(p) = r.busy_poll {
         line(format!(
-            "  busy poll   {} bursts ({} yielded to other work), {:.1} s polling (one idle-priority CPU busy meanwhile)",
+            "  busy poll   {} bursts ({} yielded to other work), {:.1} s polling ({})",
             p.bursts,
             p.yielded,
-            p.polling_ms as f64 / 1000.0
+            p.polling_ms as f64 / 1000.0,
+            if p.cpu_latency {
+                "one idle-priority CPU busy meanwhile, idle CPUs polling under a CPU latency request"
+            } else {
+                "two idle-priority CPUs busy meanwhile: the poller and a keeper"
+            }
         ));
     }
     if !r.largest_files.is_empty() {

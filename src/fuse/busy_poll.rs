@@ -34,15 +34,26 @@
 //! Polling removes the wakeup of the worker, not the wakeup of the caller:
 //! a caller that waits for its answer leaves its CPU idle, an idle vCPU
 //! halts, and waking a halted vCPU is a trip through the hypervisor. So
-//! while polling, a keeper thread (idle class too) spins on another CPU,
-//! which never halts while it runs: the caller's answer then wakes it on a
-//! running vCPU instead. It touches nothing (no descriptor, no lock; a
-//! second poller contending for the device queue measured slower) and is
-//! parked whenever polling is off. Its CPU time counts with the workers'
-//! in the governor's reading, since the two share CPUs.
+//! while polling, the callers' CPUs are kept from halting, one of two ways:
+//!
+//! - a *CPU latency request* of 0 µs (PM QoS, `/dev/cpu_dma_latency`, where
+//!   the daemon may open it: root): the kernel's idle loop then polls for
+//!   work instead of halting, and a wakeup aimed at a polling CPU needs no
+//!   interrupt at all. The request is raised when polling starts and
+//!   dropped when it ends; it dies with the descriptor, so a killed daemon
+//!   leaves nothing behind. It holds for every CPU of the machine;
+//! - otherwise a *keeper* thread (idle class too) spins on another CPU,
+//!   which never halts while it runs: the caller's answer then preempts it
+//!   on a running vCPU. It touches nothing (no descriptor, no lock; a
+//!   second poller contending for the device queue measured slower) and is
+//!   parked whenever polling is off. Its CPU time counts with the workers'
+//!   in the governor's reading, since the two share CPUs. Not used with a
+//!   latency request: a CPU running the keeper must be interrupted to run
+//!   the caller, a polling idle CPU need not (measured slower together).
 
 use std::cell::Cell;
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -64,6 +75,13 @@ pub const MIN_PER_TICK: u64 = 4;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Longest pause.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The kernel's CPU latency QoS device: each open descriptor is one request.
+const CPU_LATENCY_DEVICE: &str = "/dev/cpu_dma_latency";
+/// What a request asks for while polling: wake in 0 µs (idle CPUs poll).
+const LATENCY_POLLING: i32 = 0;
+/// What it asks for otherwise: the kernel's default, no constraint (2,000 s
+/// in µs, `PM_QOS_CPU_LATENCY_DEFAULT_VALUE`).
+const LATENCY_ANY: i32 = 2_000_000_000;
 
 struct Shared {
     /// Our own descriptor for the polled worker's open file description:
@@ -89,6 +107,8 @@ struct Shared {
     stop: AtomicBool,
     /// Name of the worker thread that reads `fd`.
     poller: String,
+    /// Our CPU latency request, when the device could be opened.
+    latency: Option<File>,
 }
 
 thread_local! {
@@ -112,8 +132,10 @@ pub struct BusyPoll {
 
 impl BusyPoll {
     /// Polls through `fd` (the descriptor of one worker's reads) when
-    /// requests come back to back.
-    pub fn start(fd: BorrowedFd<'_>, poller: &str) -> io::Result<BusyPoll> {
+    /// requests come back to back. `cpu_latency`: keep idle CPUs polling
+    /// with a latency request where permitted (else the keeper does).
+    pub fn start(fd: BorrowedFd<'_>, poller: &str, cpu_latency: bool) -> io::Result<BusyPoll> {
+        let latency = if cpu_latency { open_latency_request() } else { None };
         let shared = Arc::new(Shared {
             fd: fd.try_clone_to_owned()?,
             epoch: Instant::now(),
@@ -127,12 +149,17 @@ impl BusyPoll {
             switch: Mutex::new(Switch::default()),
             stop: AtomicBool::new(false),
             poller: poller.to_owned(),
+            latency,
         });
         let s = shared.clone();
         let governor = std::thread::Builder::new().name("busy-poll".into()).spawn(move || s.govern())?;
-        let s = shared.clone();
-        let keeper = std::thread::Builder::new().name("keep-awake".into()).spawn(move || s.keep_awake())?;
-        Ok(BusyPoll { shared, governor: Some(governor), keeper: Some(keeper) })
+        let keeper = if shared.latency.is_none() {
+            let s = shared.clone();
+            Some(std::thread::Builder::new().name("keep-awake".into()).spawn(move || s.keep_awake())?)
+        } else {
+            None
+        };
+        Ok(BusyPoll { shared, governor: Some(governor), keeper })
     }
 
     /// Called at the start of every request. While polling this is one
@@ -177,6 +204,7 @@ impl BusyPoll {
     pub fn stats(&self) -> BusyPolling {
         let sw = self.shared.switch.lock();
         let mut stats = sw.stats;
+        stats.cpu_latency = self.shared.latency.is_some();
         if let Some(since) = sw.since {
             stats.polling_ms += since.elapsed().as_millis() as u64;
         }
@@ -212,6 +240,7 @@ impl Shared {
         sw.since = Some(Instant::now());
         sw.stats.bursts += 1;
         self.polling.store(true, Ordering::Relaxed);
+        self.request_latency(LATENCY_POLLING);
     }
 
     fn end(&self, yielded: bool) {
@@ -229,6 +258,7 @@ impl Shared {
         }
         sw.stats.yielded += u64::from(yielded);
         self.polling.store(false, Ordering::Relaxed);
+        self.request_latency(LATENCY_ANY);
         // The next request starts a new measurement of the gap.
         self.last_ns.store(u64::MAX, Ordering::Relaxed);
     }
@@ -278,6 +308,16 @@ impl Shared {
                     }
                 }
             }
+        }
+    }
+
+    /// Updates our CPU latency request, if we have one. A failed update is
+    /// logged and otherwise harmless (polling works without it).
+    fn request_latency(&self, us: i32) {
+        if let Some(mut f) = self.latency.as_ref()
+            && let Err(e) = f.write_all(&us.to_ne_bytes())
+        {
+            log::debug!("CPU latency request of {us} µs not taken: {e}");
         }
     }
 
@@ -353,6 +393,19 @@ fn thread_cpu_time(tid: i32) -> Option<Duration> {
     Some(Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?))
 }
 
+/// A CPU latency request of our own, at first asking for nothing (opening
+/// the device adds a request at the default), or `None` where the device
+/// is missing or not ours to open (it is root's alone).
+fn open_latency_request() -> Option<File> {
+    match File::options().write(true).open(CPU_LATENCY_DEVICE) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::debug!("no CPU latency request ({CPU_LATENCY_DEVICE}: {e}); a keeper thread keeps a CPU awake");
+            None
+        }
+    }
+}
+
 /// Puts the calling thread in the idle scheduling class: it runs only on a
 /// CPU nothing else wants, so polling never takes a CPU from the programs
 /// using the filesystem (a parallel build, say). When they do want every
@@ -412,7 +465,7 @@ mod tests {
     #[test]
     fn back_to_back_requests_poll_and_a_quiet_tick_ends_it() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
         assert!(!nonblocking(r.as_fd()));
         // One request alone does not start polling.
         poll.on_request();
@@ -481,7 +534,7 @@ mod tests {
     #[test]
     fn sparse_requests_never_poll() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
         for _ in 0..3 {
             poll.on_request();
             std::thread::sleep(START_GAP * 4);
@@ -491,9 +544,48 @@ mod tests {
     }
 
     #[test]
+    fn a_latency_request_of_zero_is_held_only_while_polling() {
+        let (r, _w) = pipe();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread", true).unwrap();
+        // The device reads back the machine's current limit, in µs.
+        let Ok(device) = File::open(CPU_LATENCY_DEVICE) else {
+            // Not ours to open (not root, or no such device): the keeper
+            // stands in.
+            assert!(poll.shared.latency.is_none() && poll.keeper.is_some());
+            return;
+        };
+        let limit = || {
+            let mut v = [0u8; 4];
+            std::os::unix::fs::FileExt::read_exact_at(&device, &mut v, 0).expect("the limit reads as 4 bytes");
+            i32::from_ne_bytes(v)
+        };
+        assert!(poll.shared.latency.is_some(), "the device opens for us but BusyPoll did not take it");
+        assert!(poll.keeper.is_none(), "a keeper beside a latency request");
+        assert!(poll.stats().cpu_latency);
+        let before = limit();
+        assert!(before >= 0);
+        while !poll.polling() {
+            poll.on_request();
+        }
+        assert_eq!(limit(), 0, "polling without a latency request of 0");
+        // Quiet: polling ends and the limit is back to what it was (other
+        // holders of a request, if any, do not change while we look).
+        assert!(wait_for(|| !poll.polling()), "polling never ended");
+        assert!(wait_for(|| limit() == before), "the limit stayed at {} (was {before})", limit());
+        // Dropping it drops the request for good, polling or not.
+        while !poll.polling() {
+            poll.on_request();
+        }
+        assert_eq!(limit(), 0);
+        drop(poll);
+        assert_eq!(limit(), before);
+    }
+
+    #[test]
     fn the_keeper_spins_only_while_polling() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        // Without a latency request (as where the device is not ours).
+        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
         assert!(wait_for(|| poll.shared.keeper_tid.load(Ordering::Relaxed) != 0));
         let tid = poll.shared.keeper_tid.load(Ordering::Relaxed);
         let keeper_cpu = || thread_cpu_time(tid).expect("the keeper is alive");
@@ -524,7 +616,7 @@ mod tests {
     #[test]
     fn a_steady_stream_keeps_polling_and_drop_restores_blocking_reads() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread").unwrap();
+        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
         let until = Instant::now() + TICK * 50;
         while Instant::now() < until {
             poll.on_request();

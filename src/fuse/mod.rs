@@ -53,6 +53,9 @@ pub struct AdapterOptions {
     pub panic_on_name: Option<Vec<u8>>,
     /// Poll the device while requests come back to back (`src/fuse/busy_poll.rs`).
     pub busy_poll: bool,
+    /// While polling, keep idle CPUs polling too with a CPU latency request
+    /// where permitted.
+    pub cpu_latency: bool,
 }
 
 /// A `fuser::Filesystem` over an [`Engine`].
@@ -137,7 +140,7 @@ impl FuseFs {
     /// `reader`, if the options ask for it.
     pub(crate) fn attach_device(&mut self, device: std::os::fd::BorrowedFd<'_>, reader: &str) {
         if self.opts.busy_poll {
-            match busy_poll::BusyPoll::start(device, reader) {
+            match busy_poll::BusyPoll::start(device, reader, self.opts.cpu_latency) {
                 Ok(p) => self.busy_poll = Some(p),
                 Err(e) => log::warn!("busy polling off: {e}"),
             }
