@@ -175,9 +175,8 @@ def text_table(R):
     if qw:
         lines.append("scratchfs released the quota of deleted files late (s waited before a run): "
                      + per_group(qw))
-    bp = [n["busy_poll"] for n in R.get("notes", {}).values() if n.get("busy_poll")]
-    if bp:
-        b = max(bp, key=lambda x: x.get("polling_ms", 0))
+    b = busy_polling(R)
+    if b:
         lines.append(f"scratchfs busy polling over the timed workloads: {b['bursts']:,} bursts, "
                      f"{b.get('yielded', 0):,} yielded to other work, {b['polling_ms'] / 1000:.1f} s polling")
     qt = R.get("quiet_waits")
@@ -323,6 +322,12 @@ def markdown(R, svg_name):
              + (" (working tree had uncommitted changes)" if meta.get("dirty") else ""))
     o.append(f"- **scratchfs:** `{meta.get('scratchfs_version', '?')}`, options "
              f"`{' '.join(meta['scratchfs_args'])}` (everything else default); tmpfs `-o {meta['tmpfs_options']}`")
+    bp = busy_polling(R)
+    if bp:
+        how = ("idle CPUs kept polling by a CPU latency request (the daemon runs as root)"
+               if bp.get("cpu_latency") else "a keeper thread spinning on a second CPU")
+        o.append(f"- **scratchfs busy polling** over the timed workloads: {bp['bursts']:,} bursts, "
+                 f"{bp['polling_ms'] / 1000:.1f} s polling; meanwhile {how} (docs/performance.md)")
     if peers:
         o.append("- **Peers:** " + ", ".join(f"{labels.get(p, p)}" + peer_desc(meta, p) for p in peers))
     t = meta.get("tools", {})
@@ -483,6 +488,13 @@ are in `docs/benchmarks.json`. The machine is shared and has 2 cores: compare ra
 and look at the noise column before trusting a row.
 """)
     return "\n".join(o)
+
+
+def busy_polling(R):
+    """The scratchfs daemon's busy-polling counters at the end of the timed
+    workloads (cumulative since mount, so the largest), or None."""
+    bp = [n["busy_poll"] for n in R.get("notes", {}).values() if n.get("busy_poll")]
+    return max(bp, key=lambda x: x.get("polling_ms", 0)) if bp else None
 
 
 def main():
