@@ -13,8 +13,8 @@
 //! Cargo.toml pins exactly; a fuser that ended the session on `EAGAIN`
 //! would make polling fatal, so check it before moving the pin.)
 //!
-//! This costs a busy CPU (two, with the keeper below) while it lasts, so it
-//! lasts only while it pays:
+//! This costs a busy CPU (and more: the callers' CPUs are kept from halting
+//! meanwhile, below) while it lasts, so it lasts only while it pays:
 //!
 //! - it starts when a request follows the previous one within [`START_GAP`];
 //! - a governor thread ends it at the first [`TICK`] that saw fewer than
@@ -337,11 +337,12 @@ impl Shared {
         }
     }
 
-    /// CPU time the request-handling workers (and the keeper) have used, once the polling
-    /// worker has been seen (before that it cannot be polling). Per-thread
-    /// clocks, because they include the running slice of a thread on
-    /// another CPU; the process clock does not (a spinning worker never
-    /// switches, so its time would show up only at scheduler ticks).
+    /// CPU time the request-handling workers (and the keeper) have used,
+    /// once the polling worker has been seen (before that it cannot be
+    /// polling). Per-thread clocks, because they include the running slice
+    /// of a thread on another CPU; the process clock does not (a spinning
+    /// worker never switches, so its time would show up only at scheduler
+    /// ticks).
     fn daemon_cpu(&self) -> Option<Duration> {
         if !self.poller_seen.load(Ordering::Relaxed) {
             return None;
