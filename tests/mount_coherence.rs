@@ -12,6 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
+use common::map::Map;
 use common::mount::Mount;
 
 #[test]
@@ -108,28 +109,13 @@ fn mtime_after_msync_is_never_stale() {
             std::fs::write(&path, vec![b'a'; LEN]).unwrap();
             let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
             f.set_times(std::fs::FileTimes::new().set_accessed(old).set_modified(old)).unwrap();
-            // SAFETY: a fresh shared mapping of LEN bytes of an open file of that size.
-            let map = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    LEN,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    f.as_raw_fd(),
-                    0,
-                )
-            };
-            assert_ne!(map, libc::MAP_FAILED, "mmap");
-            // SAFETY: 10 bytes at offset 100, inside the mapping.
-            unsafe { std::ptr::copy_nonoverlapping(b"0123456789".as_ptr(), map.cast::<u8>().add(100), 10) };
+            let map = Map::shared(&f, LEN);
+            map.write(100, b"0123456789");
             std::fs::metadata(&path).unwrap();
-            // SAFETY: our mapping.
-            assert_eq!(unsafe { libc::msync(map, LEN, libc::MS_SYNC) }, 0, "msync");
+            map.msync();
             if std::fs::metadata(&path).unwrap().mtime() as u64 == OLD {
                 stale += 1;
             }
-            // SAFETY: our mapping, not used after this.
-            unsafe { libc::munmap(map, LEN) };
         }
         stale
     });

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::map::Map;
 use common::mount::{BIN, Mount};
 
 // --- the table -----------------------------------------------------------------
@@ -1527,53 +1528,6 @@ fn fcntl_locks_between_processes(fs: &Fs) -> Transcript {
 
 // --- shared mmap -----------------------------------------------------------------
 
-struct Map {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Map {
-    fn shared(f: &File, len: usize) -> Map {
-        // SAFETY: mapping an open file.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        Map { ptr: p.cast(), len }
-    }
-
-    fn bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
-        assert!(range.end <= self.len);
-        // SAFETY: within the mapping; volatile so each byte is really loaded.
-        range.map(|i| unsafe { std::ptr::read_volatile(self.ptr.add(i)) }).collect()
-    }
-
-    fn write(&self, at: usize, data: &[u8]) {
-        assert!(at + data.len() <= self.len);
-        // SAFETY: within the mapping.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(at), data.len()) };
-    }
-
-    fn msync(&self) {
-        // SAFETY: our mapping.
-        assert_eq!(unsafe { libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC) }, 0);
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: our mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 fn mmap_shared_msync_truncate(fs: &Fs) -> Transcript {
     let mut t = Transcript::default();
     const PAGE: usize = 4096;
@@ -1622,7 +1576,7 @@ fn mmap_shared_msync_truncate(fs: &Fs) -> Transcript {
 
     // Truncate (another process) to one page: past EOF the mapping raises SIGBUS.
     sh_ok("truncate -s 4096 m", &fs.dir);
-    let ptr = map.ptr as usize;
+    let ptr = map.addr();
     let pid = fork(move || {
         // SAFETY: deliberately touches the mapping beyond EOF (SIGBUS expected).
         unsafe { std::ptr::read_volatile((ptr + 2 * PAGE) as *const u8) as i32 }

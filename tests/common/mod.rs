@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: engine builders with tiny
-//! limits and a fake memory probe; mount helpers live in `mount.rs`.
+//! limits and a fake memory probe; mount helpers live in `mount.rs`, a
+//! shared file mapping in `map.rs`.
 #![allow(dead_code)]
 
+pub mod map;
 pub mod mount;
 pub mod tree;
 
