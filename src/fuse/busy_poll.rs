@@ -455,6 +455,15 @@ mod tests {
         false
     }
 
+    /// The scheduler state letter of one of our threads (`R` running or
+    /// runnable, `S` asleep, ...), from /proc; `None` once it is gone.
+    fn task_state(tid: i32) -> Option<u8> {
+        let stat = std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?;
+        // "tid (comm) S ...": comm may hold anything, so look after the last ')'.
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        stat.get(close + 2).copied()
+    }
+
     fn pipe() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: fds is a valid out array of two ints.
@@ -590,12 +599,18 @@ mod tests {
         assert!(wait_for(|| poll.shared.keeper_tid.load(Ordering::Relaxed) != 0));
         let tid = poll.shared.keeper_tid.load(Ordering::Relaxed);
         let keeper_cpu = || thread_cpu_time(tid).expect("the keeper is alive");
-        // Parked before any burst (give it time to get there): its clock
-        // stands still.
-        std::thread::sleep(Duration::from_millis(20));
-        let before = keeper_cpu();
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(keeper_cpu(), before);
+        // Asleep in the kernel (parked) and its clock stands still. An idle
+        // class thread may wait long on a loaded machine before it runs
+        // far enough to park, so wait for the sleep first (bounded).
+        let parked_and_still = |what: &str| {
+            assert!(wait_for(|| task_state(tid) == Some(b'S')), "the keeper never parked {what}");
+            let t = keeper_cpu();
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(task_state(tid), Some(b'S'), "the keeper woke {what}");
+            assert_eq!(keeper_cpu(), t, "the keeper spun {what}");
+            t
+        };
+        let before = parked_and_still("before any burst");
         // A steady stream of requests: it gets CPU time (idle class, so on
         // a busy machine only eventually).
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -606,10 +621,7 @@ mod tests {
         assert!(keeper_cpu() >= before + Duration::from_millis(5), "the keeper never ran while polling");
         // The stream stops, polling ends, and the keeper parks again.
         assert!(wait_for(|| !poll.polling()), "polling never ended");
-        std::thread::sleep(Duration::from_millis(20));
-        let after = keeper_cpu();
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(keeper_cpu(), after, "the keeper spun with polling off");
+        parked_and_still("with polling off");
         drop(poll);
         assert!(wait_for(|| thread_cpu_time(tid).is_none()), "the keeper outlived its BusyPoll");
     }
@@ -623,14 +635,16 @@ mod tests {
             poll.on_request();
             std::hint::spin_loop();
         }
-        poll.on_request();
-        poll.on_request();
-        assert!(poll.polling());
         // Fifty ticks of a request every few ns: one burst, unless the test
         // thread was preempted for whole ticks (a loaded machine); never
         // ended and restarted at every tick.
         let bursts = poll.stats().bursts;
         assert!((1..25).contains(&bursts), "{bursts} bursts");
+        // Dropped while polling (a preempted test thread may just have seen
+        // a burst end; two requests in a row start the next).
+        while !poll.polling() {
+            poll.on_request();
+        }
         drop(poll);
         assert!(!nonblocking(r.as_fd()));
     }
