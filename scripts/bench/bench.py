@@ -14,6 +14,7 @@ speed" (scratchfs/tmpfs for rates, tmpfs/scratchfs for times).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -84,6 +85,23 @@ def timed(cmd, **kw):
     t0 = time.perf_counter()
     run(cmd, **kw)
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def counting(fs, ctx, metric):
+    """Counts the FUSE requests a step costs, by kind, where the filesystem
+    counts them (scratchfs); kept per repetition in ctx["requests"][metric].
+    The counts are read outside the timed region. Requests the kernel sends
+    without waiting (FORGET, RELEASE) count when they arrive, which may be
+    after the step."""
+    before = fs.request_counts()
+    yield
+    if before is None:
+        return
+    after = fs.request_counts()
+    own = getattr(fs, "stats_requests", {})
+    diff = {k: v - before.get(k, 0) - own.get(k, 0) for k, v in after.items() if k not in ("read_bytes", "write_bytes")}
+    ctx.setdefault("requests", {}).setdefault(metric, []).append({k: v for k, v in diff.items() if v > 0})
 
 
 DROP_CACHES_OK = None
@@ -209,6 +227,10 @@ class Fs:
     def after_group(self, group):
         return {}
 
+    def request_counts(self):
+        """FUSE requests answered so far, by kind (None: not counted here)."""
+        return None
+
     def settle(self):
         """Waits until the fs has released what the last clean-up freed; returns seconds waited."""
         return 0.0
@@ -264,6 +286,7 @@ class ScratchFs(Fs):
         self.logfile = os.path.join(workdir, f"{base}.log")
         self.pid = None
         self.baseline_used = None
+        self.stats_requests = {}
 
     def args(self):
         a = ["--size", self.size]
@@ -285,6 +308,10 @@ class ScratchFs(Fs):
             time.sleep(0.05)
         self.pid = int(open(self.pidfile).read().strip())
         self.baseline_used = self.stats()["quota"]["used_bytes"]
+        # what asking costs: the requests of one `stats` call, left out of each count
+        a = self.stats()["requests"]
+        b = self.stats()["requests"]
+        self.stats_requests = {k: b[k] - a.get(k, 0) for k in b if b[k] != a.get(k, 0)}
 
     def daemon_pids(self):
         return [self.pid] if self.pid and pid_alive(self.pid) else []
@@ -292,6 +319,9 @@ class ScratchFs(Fs):
     def stats(self):
         r = run([self.binary, "stats", self.mnt, "--json"])
         return json.loads(r.stdout)
+
+    def request_counts(self):
+        return self.stats()["requests"]
 
     def settle(self, limit=10.0):
         """After unlink + close, the kernel sends RELEASE/FORGET asynchronously, so the
@@ -516,15 +546,18 @@ def g_seq(fs, P, ctx):
     size = P["seq_size"]
     common = ["--bs=1M", f"--size={size}", "--filename=seq.dat"]
     res = {}
-    r = fio(d, "seqwrite", ["--rw=write"] + common, ctx)
+    with counting(fs, ctx, "seq_write"):
+        r = fio(d, "seqwrite", ["--rw=write"] + common, ctx)
     res["seq_write"] = r["write_bw"]
     drop_caches()
-    r = fio(d, "seqread-cold", ["--rw=read"] + common, ctx)
+    with counting(fs, ctx, "seq_read_cold"):
+        r = fio(d, "seqread-cold", ["--rw=read"] + common, ctx)
     res["seq_read_cold"] = r["read_bw"]
     # warm: read once untimed, then time-based reads with the cache kept
     run(["cat", os.path.join(d, "seq.dat")], capture=False)
-    r = fio(d, "seqread-warm", ["--rw=read", "--invalidate=0", "--time_based",
-                                f"--runtime={P['warm_secs']}"] + common, ctx)
+    with counting(fs, ctx, "seq_read_warm"):
+        r = fio(d, "seqread-warm", ["--rw=read", "--invalidate=0", "--time_based",
+                                    f"--runtime={P['warm_secs']}"] + common, ctx)
     res["seq_read_warm"] = r["read_bw"]
     shutil.rmtree(d)
     return res
@@ -540,11 +573,13 @@ def g_rand(fs, P, ctx):
                       f"--nrfiles={P['rand_files']}", "--filename_format=rand.$filenum"], ctx)
     res = {}
     drop_caches()
-    r = fio(d, "randwrite", ["--rw=randwrite", "--time_based", f"--runtime={P['rand_secs']}"] + common, ctx)
+    with counting(fs, ctx, "rand_write"):
+        r = fio(d, "randwrite", ["--rw=randwrite", "--time_based", f"--runtime={P['rand_secs']}"] + common, ctx)
     res["rand_write"] = r["write_iops"]
     drop_caches()
     # number-based: every 4 KiB block of the files read exactly once, all cold
-    r = fio(d, "randread-cold", ["--rw=randread"] + common, ctx)
+    with counting(fs, ctx, "rand_read_cold"):
+        r = fio(d, "randread-cold", ["--rw=randread"] + common, ctx)
     res["rand_read_cold"] = r["read_iops"]
     shutil.rmtree(d)
     return res
@@ -553,8 +588,9 @@ def g_rand(fs, P, ctx):
 def g_parallel(fs, P, ctx):
     d = os.path.join(fs.mnt, "par")
     os.makedirs(d, exist_ok=True)
-    r = fio(d, "parwrite", ["--rw=write", "--bs=1M", f"--size={P['par_size']}", "--numjobs=2",
-                            "--group_reporting"], ctx)
+    with counting(fs, ctx, "par_write"):
+        r = fio(d, "parwrite", ["--rw=write", "--bs=1M", f"--size={P['par_size']}", "--numjobs=2",
+                                "--group_reporting"], ctx)
     shutil.rmtree(d)
     return {"par_write": r["write_bw"]}
 
@@ -566,27 +602,33 @@ def g_smallfiles(fs, P, ctx):
     data = b"x" * 4096
     paths = []
     os.mkdir(root)
-    t0 = time.perf_counter()
-    for i in range(ndirs):
-        dd = os.path.join(root, f"d{i:03d}")
-        os.mkdir(dd)
-        for j in range(min(per, n - i * per)):
-            p = os.path.join(dd, f"f{j:05d}")
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, data)
-            os.close(fd)
-            paths.append(p)
-    t1 = time.perf_counter()
-    for p in paths:
-        os.stat(p)
-    t2 = time.perf_counter()
-    for p in paths:
-        os.unlink(p)
-    for i in range(ndirs):
-        os.rmdir(os.path.join(root, f"d{i:03d}"))
-    t3 = time.perf_counter()
+    res = {}
+    with counting(fs, ctx, "small_create"):
+        t0 = time.perf_counter()
+        for i in range(ndirs):
+            dd = os.path.join(root, f"d{i:03d}")
+            os.mkdir(dd)
+            for j in range(min(per, n - i * per)):
+                p = os.path.join(dd, f"f{j:05d}")
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(fd, data)
+                os.close(fd)
+                paths.append(p)
+        res["small_create"] = time.perf_counter() - t0
+    with counting(fs, ctx, "small_stat"):
+        t0 = time.perf_counter()
+        for p in paths:
+            os.stat(p)
+        res["small_stat"] = time.perf_counter() - t0
+    with counting(fs, ctx, "small_unlink"):
+        t0 = time.perf_counter()
+        for p in paths:
+            os.unlink(p)
+        for i in range(ndirs):
+            os.rmdir(os.path.join(root, f"d{i:03d}"))
+        res["small_unlink"] = time.perf_counter() - t0
     os.rmdir(root)
-    return {"small_create": t1 - t0, "small_stat": t2 - t1, "small_unlink": t3 - t2}
+    return res
 
 
 GIT_ENV = None
@@ -610,18 +652,23 @@ def g_tree(fs, P, ctx):
     tarball = P["tarball"]
     run(["cat", tarball], capture=False)  # tarball in page cache: time the fs, not the disk
     res = {}
-    res["tar_x"] = timed(["tar", "-xf", tarball, "-C", tree])
-    res["find_stat"] = timed("find . -ls > /dev/null", cwd=tree, shell=True)
+
+    def step(metric, cmd, **kw):
+        with counting(fs, ctx, metric):
+            res[metric] = timed(cmd, **kw)
+
+    step("tar_x", ["tar", "-xf", tarball, "-C", tree])
+    step("find_stat", "find . -ls > /dev/null", cwd=tree, shell=True)
     drop_caches()
-    res["read_tree"] = timed("find . -type f -print0 | xargs -0 -r cat > /dev/null", cwd=tree, shell=True)
+    step("read_tree", "find . -type f -print0 | xargs -0 -r cat > /dev/null", cwd=tree, shell=True)
     env = git_env()
     run(["git", "init", "-q", "."], cwd=tree, env=env)
     # no detached auto-gc/maintenance after the commit: it would race with rm -rf and load the
     # machine during the next runs
     run(["git", "config", "gc.auto", "0"], cwd=tree, env=env)
     run(["git", "config", "maintenance.auto", "false"], cwd=tree, env=env)
-    res["git_commit"] = timed("git add -A && git commit -q -m bench", cwd=tree, shell=True, env=env)
-    res["rm_rf"] = timed(["rm", "-rf", tree])
+    step("git_commit", "git add -A && git commit -q -m bench", cwd=tree, shell=True, env=env)
+    step("rm_rf", ["rm", "-rf", tree])
     return res
 
 
@@ -635,17 +682,21 @@ def g_sqlite(fs, P, ctx):
     con.commit()
     payload = "v" * 100
     rows = [(i * 7919 % 1000003, f"{i:08d}{payload}") for i in range(P["sqlite_rows"])]
-    t0 = time.perf_counter()
-    con.executemany("INSERT INTO t (k, v) VALUES (?, ?)", rows)
-    con.commit()
-    t1 = time.perf_counter()
-    for i in range(P["sqlite_txns"]):
-        con.execute("INSERT INTO t (k, v) VALUES (?, ?)", (i, payload))
+    res = {}
+    with counting(fs, ctx, "sqlite_bulk"):
+        t0 = time.perf_counter()
+        con.executemany("INSERT INTO t (k, v) VALUES (?, ?)", rows)
         con.commit()
-    t2 = time.perf_counter()
+        res["sqlite_bulk"] = time.perf_counter() - t0
+    with counting(fs, ctx, "sqlite_txn"):
+        t0 = time.perf_counter()
+        for i in range(P["sqlite_txns"]):
+            con.execute("INSERT INTO t (k, v) VALUES (?, ?)", (i, payload))
+            con.commit()
+        res["sqlite_txn"] = time.perf_counter() - t0
     con.close()
     shutil.rmtree(d)
-    return {"sqlite_bulk": t1 - t0, "sqlite_txn": t2 - t1}
+    return res
 
 
 GROUPS = {
@@ -985,6 +1036,7 @@ def main():
         result["meta"]["loadavg_end"] = os.getloadavg()
         result["drop_caches"] = bool(DROP_CACHES_OK)
         result["fio_commands"] = sorted(ctx.get("fio_cmds", []))
+        result["requests"] = ctx.get("requests", {})
         # medians
         for k, per_fs in result["samples"].items():
             for name, vals in per_fs.items():

@@ -109,6 +109,67 @@ def mem_rows(R):
     return out
 
 
+# Requests the kernel sends without waiting for the answer.
+NO_WAIT = ("forget", "release", "releasedir")
+# Fewer requests than this in a workload: no per-request figures.
+MIN_REQUESTS = 100
+
+
+def duration(R, key, value):
+    """Seconds a workload took on scratchfs, from its figure: times are
+    durations; a rate is turned back into one from its fio job's run time or
+    the amount it moved."""
+    m, P = R["metrics"][key], R["params"]
+    if value is None or value <= 0:
+        return None
+    if m["kind"] == "time":
+        return value
+    fixed = {"seq_read_warm": P["warm_secs"], "rand_write": P["rand_secs"]}
+    if key in fixed:
+        return fixed[key]
+    moved = {"seq_write": P["seq_size"] / 2**20, "seq_read_cold": P["seq_size"] / 2**20,
+             "rand_read_cold": P["rand_size"] / 4096, "par_write": 2 * P["par_size"] / 2**20}
+    return moved[key] / value if key in moved else None
+
+
+def request_rows(R):
+    """Per workload: the FUSE requests scratchfs answered in its median
+    repetition (by request count), the wall time per request the caller
+    waited for, tmpfs's whole time per such request, and the most a request
+    may cost for the ratio to reach the target."""
+    out = []
+    med = R.get("median", {})
+    for key, m in R["metrics"].items():
+        reps = R.get("requests", {}).get(key)
+        if not reps:
+            continue
+        mid = sorted(reps, key=lambda r: sum(r.values()))[len(reps) // 2]
+        waited = sum(v for k, v in mid.items() if k not in NO_WAIT)
+        sv, tv = med.get(key, {}).get("scratchfs"), med.get(key, {}).get("tmpfs")
+        s = duration(R, key, sv)
+        # what tmpfs took for the same work (a time-based job did less of it on scratchfs)
+        t = None if s is None or not tv else (tv if m["kind"] == "time" else s * sv / tv)
+        # a handful of requests (warm reads come from the page cache) says nothing per request
+        per = lambda secs: None if secs is None or waited < MIN_REQUESTS else secs / waited * 1e6
+        out.append({"key": key, "label": m["label"], "total": sum(mid.values()), "waited": waited,
+                    "kinds": sorted(mid.items(), key=lambda kv: -kv[1])[:4],
+                    "us": per(s), "tmpfs_us": per(t),
+                    "budget_us": per(t / m["target"]) if t is not None and m["target"] else None})
+    return out
+
+
+def request_table(R):
+    """Header, body and alignment of the round-trip table (text or markdown)."""
+    us = lambda v: "-" if v is None else f"{v:,.1f}"
+    hdr = ["workload", "requests", "waited for", "largest kinds", "scratchfs µs / request",
+           "tmpfs µs / request", "µs / request at target"]
+    body = [[r["label"], f"{r['total']:,}", f"{r['waited']:,}",
+             ", ".join(f"{k} {v:,}" for k, v in r["kinds"]), us(r["us"]), us(r["tmpfs_us"]),
+             us(r["budget_us"])]
+            for r in request_rows(R)]
+    return hdr, body, ["l", "r", "r", "l", "r", "r", "r"]
+
+
 def met_word(met):
     return "-" if met is None else ("yes" if met else "NO")
 
@@ -171,6 +232,15 @@ def text_table(R):
             if m["case"] == "tree" and m["files"]:
                 lines.append(f"source tree: {m['files']:,} files, {m['entries']:,} entries, "
                              f"{human(m['data'])} of file data")
+    hdr, body, _ = request_table(R)
+    if body:
+        lines.append("")
+        widths = [max(len(str(x[i])) for x in [hdr] + body) for i in range(len(hdr))]
+        lines.append(fmt(hdr))
+        lines.append("  ".join("-" * w for w in widths))
+        lines += [fmt(b) for b in body]
+        lines.append("requests = FUSE requests scratchfs answered (median repetition); waited for = without "
+                     "FORGET/RELEASE;\nµs / request = the workload's wall time per waited-for request")
     qw = R.get("quota_release_waits")
     if qw:
         lines.append("scratchfs released the quota of deleted files late (s waited before a run): "
@@ -363,6 +433,21 @@ def markdown(R, svg_name):
              "the best-of one. Targets are judged on the median ratio. Rows without a target are "
              "informational.\n")
     o.append(f"![scratchfs/tmpfs ratio per workload]({svg_name})\n")
+    hdr, body, align = request_table(R)
+    if body:
+        o.append("### Round trips\n")
+        o.append("What each workload asked of the scratchfs daemon: the FUSE requests it answered in the "
+                 "repetition with the median count (`scratchfs stats --json`, read before and after the step, "
+                 "outside the timed region), and of them the ones the caller waited for (all but FORGET and "
+                 "RELEASE, which the kernel sends on its own time). *scratchfs µs / request* is the workload's "
+                 "median wall time divided by those; *tmpfs µs / request* is tmpfs's whole time for the same "
+                 "workload divided by the same number; *µs / request at target* is the most a request may cost, "
+                 "everything included, for the ratio to reach its target. Where that is below what a round trip "
+                 "through the kernel costs on this machine (about 12 µs with busy polling, docs/performance.md), "
+                 "the target is out of reach through this transport however little the daemon's own code takes: "
+                 "the number of requests is the kernel's choice.\n")
+        o.append(md_table(hdr, body, align))
+        o.append("")
     mr = mem_rows(R)
     if mr:
         o.append("### Memory\n")
