@@ -828,6 +828,20 @@ def tool_versions():
     return v
 
 
+def cpu_ticks():
+    """(stolen, total) clock ticks of all CPUs so far, from /proc/stat: time
+    the hypervisor ran something else while this machine's vCPUs wanted to run."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]  # user .. steal (guest is inside user)
+    return fields[7], sum(fields)
+
+
+def steal_share(before, after):
+    """Percentage of CPU time stolen between two cpu_ticks() readings."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
 def machine_info():
     cpu = "?"
     try:
@@ -962,6 +976,7 @@ def main():
             sfs = next(f for f in fss if isinstance(f, ScratchFs))
             log(f"== workloads ({a.reps} repetition(s) each; figures per run, medians at the end)")
             for g in groups:
+                ticks = cpu_ticks()
                 for rep in range(a.reps):
                     order = fss if rep % 2 == 0 else list(reversed(fss))
                     for fs in order:
@@ -1015,6 +1030,7 @@ def main():
                             for k, v in res.items())
                         log(f"  {g:<10} rep {rep + 1}/{a.reps} {fs.label:<16} "
                             f"[{time.perf_counter() - t0:5.1f}s] {figs}")
+                result.setdefault("steal_pct", {})[g] = steal_share(ticks, cpu_ticks())
                 notes = sfs.after_group(g)
                 result["notes"][g] = notes
                 for key in ("refusals", "quota_after_cleanup", "daemon", "stats"):

@@ -264,6 +264,8 @@ def text_table(R):
     la = R["meta"].get("loadavg_start"), R["meta"].get("loadavg_end")
     if all(la):
         lines.append(f"load average at start {la[0][0]:.1f}, at end {la[1][0]:.1f} (2 cores: above ~2 means contention)")
+    if R.get("steal_pct"):
+        lines.append(f"CPU time stolen by the host, per group: {steal_text(R)}")
     return "\n".join(lines)
 
 
@@ -388,6 +390,10 @@ def markdown(R, svg_name):
     if all(la):
         o.append(f"- **Load average** (1 min) at start {la[0][0]:.1f}, at end {la[1][0]:.1f} "
                  "(other jobs on the machine; timings are noisier above the core count)")
+    if R.get("steal_pct"):
+        o.append(f"- **CPU time stolen by the host** (`steal` in /proc/stat) while each group ran: "
+                 f"{steal_text(R)}; a few percent is usual here, tens of percent means the host was busy "
+                 "and every ratio that depends on wakeups suffers")
     o.append(f"- **Commit:** `{meta.get('commit', '?')}`"
              + (" (working tree had uncommitted changes)" if meta.get("dirty") else ""))
     o.append(f"- **scratchfs:** `{meta.get('scratchfs_version', '?')}`, options "
@@ -573,6 +579,10 @@ are in `docs/benchmarks.json`. The machine is shared and has 2 cores: compare ra
 and look at the noise column before trusting a row.
 """)
     return "\n".join(o)
+
+
+def steal_text(R):
+    return ", ".join(f"{g} {'?' if v is None else f'{v:g}%'}" for g, v in R["steal_pct"].items())
 
 
 def busy_polling(R):
