@@ -22,13 +22,16 @@
 //!   governor sleeps);
 //! - the polling worker runs in the idle scheduling class, so it only ever
 //!   spins on a CPU nothing else wants; when the daemon's workers together
-//!   got less than half a CPU in a tick, the programs using the filesystem
-//!   want the CPUs themselves (a parallel build, say), and polling backs off
+//!   got less than half a CPU in a tick and spent more than half of it
+//!   waiting on a run queue, the programs using the filesystem want the
+//!   CPUs themselves (a parallel build, say), and polling backs off
 //!   for [`BACKOFF_MIN`], doubling up to [`BACKOFF_MAX`] while that lasts
 //!   (back to the minimum only after [`BACKOFF_MAX`] without contention).
 //!   All workers count, not the poller alone: the others, woken by the
 //!   kernel for each request, preempt the idle-class poller, and that is
-//!   our own work, not contention;
+//!   our own work, not contention. Nor is time the host steals from a
+//!   vCPU: the worker's clock stands still then, but it does not wait on
+//!   a run queue;
 //! - with one CPU it is never enabled (the daemon decides).
 //!
 //! Polling removes the wakeup of the worker, not the wakeup of the caller:
@@ -274,19 +277,23 @@ impl Shared {
             }
             let mut seen = self.requests.load(Ordering::Relaxed);
             let mut cpu = self.daemon_cpu();
+            let mut wait = self.workers_waited();
             let mut first = true;
             while self.polling.load(Ordering::Relaxed) && !self.stop.load(Ordering::Acquire) {
                 let t0 = Instant::now();
                 std::thread::sleep(TICK);
-                let (now, cpu_now) = (self.requests.load(Ordering::Relaxed), self.daemon_cpu());
+                let (now, cpu_now, wait_now) =
+                    (self.requests.load(Ordering::Relaxed), self.daemon_cpu(), self.workers_waited());
+                let delta = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
                 let tick = Tick {
                     requests: now.wrapping_sub(seen),
                     wall: t0.elapsed(),
                     // The worker may still have been asleep in its read when
                     // polling began: judge the CPU share from the second tick.
-                    daemon_cpu: if first { None } else { cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)) },
+                    daemon_cpu: if first { None } else { delta(cpu, cpu_now) },
+                    workers_waited: delta(wait, wait_now),
                 };
-                (seen, cpu, first) = (now, cpu_now, false);
+                (seen, cpu, wait, first) = (now, cpu_now, wait_now, false);
                 let verdict = judge(&tick);
                 log::trace!("busy-poll tick {tick:?}: {verdict:?}");
                 match verdict {
@@ -349,6 +356,17 @@ impl Shared {
         }
         Some(self.workers.lock().iter().filter_map(|&tid| thread_cpu_time(tid)).sum())
     }
+
+    /// Time the request-handling workers (not the keeper) have spent
+    /// runnable but waiting for a CPU, or `None` where the kernel does not
+    /// say. It grows when other tasks want their CPUs, not when the host
+    /// takes a vCPU away: steal leaves a spinning worker's CPU clock behind
+    /// too, and must not read as contention.
+    fn workers_waited(&self) -> Option<Duration> {
+        let keeper = self.keeper_tid.load(Ordering::Relaxed);
+        let workers: Vec<i32> = self.workers.lock().iter().copied().filter(|&t| t != keeper).collect();
+        workers.into_iter().map(thread_run_delay).sum()
+    }
 }
 
 /// What the governor saw in one tick of polling.
@@ -358,6 +376,8 @@ struct Tick {
     wall: Duration,
     /// CPU time of the request-handling workers during the tick.
     daemon_cpu: Option<Duration>,
+    /// Time they waited on a run queue during the tick.
+    workers_waited: Option<Duration>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -366,14 +386,19 @@ enum Verdict {
     /// Requests thinned out.
     Quiet,
     /// The workers got under half a CPU in the tick, though one of its
-    /// workers was spinning whenever it had a CPU: other work wants them.
+    /// workers was spinning whenever it had a CPU, and they spent over half
+    /// of it waiting for one: other work wants the CPUs. (Under half a CPU
+    /// without the wait is the host stealing time: backing off then would
+    /// only slow every round trip further.)
     Contended,
 }
 
 fn judge(t: &Tick) -> Verdict {
     if t.requests < MIN_PER_TICK {
         Verdict::Quiet
-    } else if t.daemon_cpu.is_some_and(|cpu| cpu * 2 < t.wall) {
+    } else if t.daemon_cpu.is_some_and(|cpu| cpu * 2 < t.wall)
+        && t.workers_waited.is_none_or(|waited| waited * 2 > t.wall)
+    {
         Verdict::Contended
     } else {
         Verdict::Keep
@@ -392,6 +417,15 @@ fn thread_cpu_time(tid: i32) -> Option<Duration> {
         return None;
     }
     Some(Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?))
+}
+
+/// Time thread `tid` of this process has spent runnable but waiting for a
+/// CPU (the second field of its `schedstat`, in ns), or `None` if the
+/// kernel keeps no such statistics or the thread has exited.
+fn thread_run_delay(tid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let ns = stat.split_ascii_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// A CPU latency request of our own, at first asking for nothing (opening
@@ -498,16 +532,61 @@ mod tests {
 
     #[test]
     fn the_governor_keeps_polling_only_while_it_pays() {
-        let tick = |requests, cpu_us: Option<u64>| Tick {
+        let tick = |requests, cpu_us: Option<u64>, waited_us: Option<u64>| Tick {
             requests,
             wall: Duration::from_millis(1),
             daemon_cpu: cpu_us.map(Duration::from_micros),
+            workers_waited: waited_us.map(Duration::from_micros),
         };
-        assert_eq!(judge(&tick(50, Some(990))), Verdict::Keep);
-        assert_eq!(judge(&tick(50, None)), Verdict::Keep);
-        assert_eq!(judge(&tick(MIN_PER_TICK - 1, Some(990))), Verdict::Quiet);
-        assert_eq!(judge(&tick(50, Some(400))), Verdict::Contended);
-        assert_eq!(judge(&tick(0, Some(0))), Verdict::Quiet);
+        assert_eq!(judge(&tick(50, Some(990), Some(0))), Verdict::Keep);
+        assert_eq!(judge(&tick(50, None, None)), Verdict::Keep);
+        assert_eq!(judge(&tick(MIN_PER_TICK - 1, Some(990), Some(0))), Verdict::Quiet);
+        // Under half a CPU, the rest spent waiting for one: contended.
+        assert_eq!(judge(&tick(50, Some(400), Some(600))), Verdict::Contended);
+        // Where the kernel keeps no run-queue statistics, the CPU share alone.
+        assert_eq!(judge(&tick(50, Some(400), None)), Verdict::Contended);
+        // Under half a CPU without waiting: the host stole the time.
+        assert_eq!(judge(&tick(50, Some(400), Some(50))), Verdict::Keep);
+        assert_eq!(judge(&tick(0, Some(0), Some(0))), Verdict::Quiet);
+    }
+
+    #[test]
+    fn run_delay_grows_for_a_thread_that_shares_its_cpu() {
+        // Two spinners pinned to one CPU: each waits for the other, and its
+        // run-queue wait shows it. Our own clock and wait exist too.
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        assert!(thread_run_delay(me).is_some(), "no schedstat for our own thread");
+        // SAFETY: sched_getcpu has no preconditions; a CPU we run on is
+        // one we may pin to.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).expect("sched_getcpu");
+        let pin_and_spin = |tx: std::sync::mpsc::Sender<i32>| {
+            move || {
+                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it;
+                // sched_setaffinity(0, ..) applies to the calling thread.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+                    tx.send(libc::gettid()).unwrap();
+                }
+                let until = Instant::now() + Duration::from_millis(200);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = std::thread::spawn(pin_and_spin(tx.clone()));
+        let b = std::thread::spawn(pin_and_spin(tx));
+        let (ta, tb) = (rx.recv().unwrap(), rx.recv().unwrap());
+        std::thread::sleep(Duration::from_millis(150));
+        let waited = thread_run_delay(ta).unwrap() + thread_run_delay(tb).unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
+        // 150 ms of two spinners on one CPU: together they waited for
+        // about that long; well over a third of it on any scheduler.
+        assert!(waited > Duration::from_millis(50), "waited only {waited:?}");
     }
 
     #[test]
