@@ -276,14 +276,13 @@ impl Shared {
                 continue;
             }
             let mut seen = self.requests.load(Ordering::Relaxed);
-            let mut cpu = self.daemon_cpu();
-            let mut wait = self.workers_waited();
+            let (mut cpu, mut wait) = self.worker_clocks();
             let mut first = true;
             while self.polling.load(Ordering::Relaxed) && !self.stop.load(Ordering::Acquire) {
                 let t0 = Instant::now();
                 std::thread::sleep(TICK);
-                let (now, cpu_now, wait_now) =
-                    (self.requests.load(Ordering::Relaxed), self.daemon_cpu(), self.workers_waited());
+                let now = self.requests.load(Ordering::Relaxed);
+                let (cpu_now, wait_now) = self.worker_clocks();
                 let delta = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
                 let tick = Tick {
                     requests: now.wrapping_sub(seen),
@@ -344,28 +343,28 @@ impl Shared {
         }
     }
 
-    /// CPU time the request-handling workers (and the keeper) have used,
-    /// once the polling worker has been seen (before that it cannot be
-    /// polling). Per-thread clocks, because they include the running slice
-    /// of a thread on another CPU; the process clock does not (a spinning
-    /// worker never switches, so its time would show up only at scheduler
-    /// ticks).
-    fn daemon_cpu(&self) -> Option<Duration> {
-        if !self.poller_seen.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(self.workers.lock().iter().filter_map(|&tid| thread_cpu_time(tid)).sum())
-    }
-
-    /// Time the request-handling workers (not the keeper) have spent
-    /// runnable but waiting for a CPU, or `None` where the kernel does not
-    /// say. It grows when other tasks want their CPUs, not when the host
-    /// takes a vCPU away: steal leaves a spinning worker's CPU clock behind
-    /// too, and must not read as contention.
-    fn workers_waited(&self) -> Option<Duration> {
+    /// Two readings of the workers, taken under one lock of the list:
+    ///
+    /// - the CPU time the request-handling workers (and the keeper) have
+    ///   used, once the polling worker has been seen (before that it cannot
+    ///   be polling). Per-thread clocks, because they include the running
+    ///   slice of a thread on another CPU; the process clock does not (a
+    ///   spinning worker never switches, so its time would show up only at
+    ///   scheduler ticks);
+    /// - the time the request-handling workers (not the keeper) have spent
+    ///   runnable but waiting for a CPU, or `None` where the kernel does not
+    ///   say. It grows when other tasks want their CPUs, not when the host
+    ///   takes a vCPU away: steal leaves a spinning worker's CPU clock
+    ///   behind too, and must not read as contention.
+    fn worker_clocks(&self) -> (Option<Duration>, Option<Duration>) {
         let keeper = self.keeper_tid.load(Ordering::Relaxed);
-        let workers: Vec<i32> = self.workers.lock().iter().copied().filter(|&t| t != keeper).collect();
-        workers.into_iter().map(thread_run_delay).sum()
+        let workers = self.workers.lock();
+        let cpu = self
+            .poller_seen
+            .load(Ordering::Relaxed)
+            .then(|| workers.iter().filter_map(|&tid| thread_cpu_time(tid)).sum());
+        let waited = workers.iter().filter(|&&tid| tid != keeper).map(|&tid| thread_run_delay(tid)).sum();
+        (cpu, waited)
     }
 }
 
@@ -553,7 +552,7 @@ mod tests {
     #[test]
     fn run_delay_grows_for_a_thread_that_shares_its_cpu() {
         // Two spinners pinned to one CPU: each waits for the other, and its
-        // run-queue wait shows it. Our own clock and wait exist too.
+        // run-queue wait shows it. Our own thread has the statistics too.
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() };
         assert!(thread_run_delay(me).is_some(), "no schedstat for our own thread");
