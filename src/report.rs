@@ -56,6 +56,10 @@ pub struct BusyPolling {
     /// while polling lasted (false: a keeper thread kept one CPU busy).
     #[serde(default)]
     pub cpu_latency: bool,
+    /// Time the CPU latency request of 0 µs was held, in ms: the bursts and
+    /// the busy stretches between them (idle CPUs poll meanwhile).
+    #[serde(default)]
+    pub latency_ms: u64,
 }
 
 /// Bytes used of a limit.

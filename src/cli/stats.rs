@@ -117,9 +117,13 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
             p.yielded,
             p.polling_ms as f64 / 1000.0,
             if p.cpu_latency {
-                "one idle-priority CPU busy meanwhile, idle CPUs polling under a CPU latency request"
+                format!(
+                    "one idle-priority CPU busy meanwhile; idle CPUs polling under a CPU latency request \
+                     for {:.1} s, the bursts and the busy stretches between them",
+                    p.latency_ms as f64 / 1000.0
+                )
             } else {
-                "two idle-priority CPUs busy meanwhile: the poller and a keeper"
+                "two idle-priority CPUs busy meanwhile: the poller and a keeper".to_owned()
             }
         ));
     }
