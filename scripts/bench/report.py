@@ -248,7 +248,8 @@ def text_table(R):
     b = busy_polling(R)
     if b:
         lines.append(f"scratchfs busy polling over the timed workloads: {b['bursts']:,} bursts, "
-                     f"{b.get('yielded', 0):,} yielded to other work, {b['polling_ms'] / 1000:.1f} s polling")
+                     f"{b.get('yielded', 0):,} yielded to other work, {b['polling_ms'] / 1000:.1f} s polling"
+                     + latency_text(b))
     qt = R.get("quiet_waits")
     if qt:
         lines.append("waited for the machine to go quiet (under 10% CPU) before a run: "
@@ -400,10 +401,14 @@ def markdown(R, svg_name):
              f"`{' '.join(meta['scratchfs_args'])}` (everything else default); tmpfs `-o {meta['tmpfs_options']}`")
     bp = busy_polling(R)
     if bp:
-        how = ("idle CPUs kept polling by a CPU latency request (the daemon runs as root)"
-               if bp.get("cpu_latency") else "a keeper thread spinning on a second CPU")
+        if bp.get("cpu_latency"):
+            held = (f" for {bp['latency_ms'] / 1000:.1f} s, the bursts and the busy stretches between them"
+                    if "latency_ms" in bp else " while polling lasted")
+            how = f"idle CPUs kept polling by a CPU latency request (the daemon runs as root){held}"
+        else:
+            how = "meanwhile a keeper thread spinning on a second CPU"
         o.append(f"- **scratchfs busy polling** over the timed workloads: {bp['bursts']:,} bursts, "
-                 f"{bp['polling_ms'] / 1000:.1f} s polling; meanwhile {how} (docs/performance.md)")
+                 f"{bp['polling_ms'] / 1000:.1f} s polling; {how} (docs/performance.md)")
     if peers:
         o.append("- **Peers:** " + ", ".join(f"{labels.get(p, p)}" + peer_desc(meta, p) for p in peers))
     t = meta.get("tools", {})
@@ -583,6 +588,15 @@ and look at the noise column before trusting a row.
 
 def steal_text(R):
     return ", ".join(f"{g} {'?' if v is None else f'{v:g}%'}" for g, v in R["steal_pct"].items())
+
+
+def latency_text(bp):
+    """How long the daemon held its CPU latency request (idle CPUs polling):
+    the bursts and the busy stretches between them. Empty for results from
+    builds that did not report it."""
+    if not bp.get("cpu_latency") or "latency_ms" not in bp:
+        return ""
+    return f", CPU latency request held {bp['latency_ms'] / 1000:.1f} s"
 
 
 def busy_polling(R):
