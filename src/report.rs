@@ -53,7 +53,7 @@ pub struct BusyPolling {
     /// Time spent polling, in ms: about one CPU busy for that long.
     pub polling_ms: u64,
     /// Whether idle CPUs were kept polling through a CPU latency request
-    /// while polling lasted (false: a keeper thread kept one CPU busy).
+    /// (false: a keeper thread kept one CPU busy while polling lasted).
     #[serde(default)]
     pub cpu_latency: bool,
     /// Time the CPU latency request of 0 µs was held, in ms: the bursts and
