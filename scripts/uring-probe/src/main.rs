@@ -280,16 +280,31 @@ fn op_in_size(opcode: u32) -> usize {
     }
 }
 
+impl Reply {
+    /// The reply's error (negated errno, 0 for data) and body, `None` for
+    /// requests that get no reply.
+    fn parts<'a>(&self, out: &'a [u8]) -> Option<(i32, &'a [u8])> {
+        match self {
+            Reply::Data => Some((0, out)),
+            Reply::Error(e) => Some((-e, &[])),
+            Reply::None => None,
+        }
+    }
+}
+
+/// struct fuse_out_header for a reply of `body_len` bytes.
+fn out_header(unique: u64, error: i32, body_len: usize) -> [u8; OUT_HEADER] {
+    let mut h = [0u8; OUT_HEADER];
+    h[0..4].copy_from_slice(&((OUT_HEADER + body_len) as u32).to_ne_bytes());
+    h[4..8].copy_from_slice(&error.to_ne_bytes());
+    h[8..16].copy_from_slice(&unique.to_ne_bytes());
+    h
+}
+
 fn write_reply(fd: RawFd, unique: u64, reply: &Reply, out: &[u8]) -> io::Result<()> {
-    let (error, body) = match reply {
-        Reply::None => return Ok(()),
-        Reply::Data => (0i32, out),
-        Reply::Error(e) => (-e, &[][..]),
-    };
+    let Some((error, body)) = reply.parts(out) else { return Ok(()) };
     let mut msg = Vec::with_capacity(OUT_HEADER + body.len());
-    put32(&mut msg, (OUT_HEADER + body.len()) as u32);
-    msg.extend_from_slice(&error.to_ne_bytes());
-    put64(&mut msg, unique);
+    msg.extend_from_slice(&out_header(unique, error, body.len()));
     msg.extend_from_slice(body);
     // SAFETY: msg is a valid buffer of msg.len() bytes.
     let n = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
@@ -433,14 +448,9 @@ fn uring_loop(fd: RawFd, qid: u16, depth: usize, taskrun: &str, fs: &Fs) -> io::
             let psz = u32_at(&e.header[..], ENT_IN_OUT_AT + 16) as usize;
             out.clear();
             let reply = fs.handle(h, &e.header[OP_IN_AT..ENT_IN_OUT_AT], &e.payload[..psz.min(PAYLOAD)], &mut out);
-            let (error, body): (i32, &[u8]) = match &reply {
-                Reply::Data => (0, &out),
-                Reply::Error(err) => (-err, &[]),
-                Reply::None => (0, &[]), // never over the ring
-            };
-            e.header[0..4].copy_from_slice(&((OUT_HEADER + body.len()) as u32).to_ne_bytes());
-            e.header[4..8].copy_from_slice(&error.to_ne_bytes());
-            e.header[8..16].copy_from_slice(&h.unique.to_ne_bytes());
+            // FORGET and INTERRUPT, the requests without a reply, never come over the ring.
+            let (error, body) = reply.parts(&out).unwrap_or((0, &[]));
+            e.header[..OUT_HEADER].copy_from_slice(&out_header(h.unique, error, body.len()));
             e.payload[..body.len()].copy_from_slice(body);
             e.header[ENT_IN_OUT_AT + 16..ENT_IN_OUT_AT + 20].copy_from_slice(&(body.len() as u32).to_ne_bytes());
             let sqe = cmd_sqe(fd, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, qid, h.unique, e, idx);
