@@ -402,8 +402,9 @@ def markdown(R, svg_name):
     bp = busy_polling(R)
     if bp:
         if bp.get("cpu_latency"):
-            held = (f" for {bp['latency_ms'] / 1000:.1f} s, the bursts and the busy stretches between them"
-                    if "latency_ms" in bp else " while polling lasted")
+            held = latency_held_s(bp)
+            held = (f" for {held:.1f} s, the bursts and the busy stretches between them"
+                    if held is not None else " while polling lasted")
             how = f"idle CPUs kept polling by a CPU latency request (the daemon runs as root){held}"
         else:
             how = "meanwhile a keeper thread spinning on a second CPU"
@@ -590,13 +591,16 @@ def steal_text(R):
     return ", ".join(f"{g} {'?' if v is None else f'{v:g}%'}" for g, v in R["steal_pct"].items())
 
 
+def latency_held_s(bp):
+    """Seconds the daemon held its CPU latency request (idle CPUs polling:
+    the bursts and the busy stretches between them), or None without one or
+    for results from builds that did not report it."""
+    return bp["latency_ms"] / 1000 if bp.get("cpu_latency") and "latency_ms" in bp else None
+
+
 def latency_text(bp):
-    """How long the daemon held its CPU latency request (idle CPUs polling):
-    the bursts and the busy stretches between them. Empty for results from
-    builds that did not report it."""
-    if not bp.get("cpu_latency") or "latency_ms" not in bp:
-        return ""
-    return f", CPU latency request held {bp['latency_ms'] / 1000:.1f} s"
+    held = latency_held_s(bp)
+    return "" if held is None else f", CPU latency request held {held:.1f} s"
 
 
 def busy_polling(R):
