@@ -40,6 +40,19 @@ pub struct Report {
     /// Busy polling of the FUSE device (`None`: off, or in-process).
     #[serde(default)]
     pub busy_poll: Option<BusyPolling>,
+    /// Requests refused just after a delete and held back until the deleted
+    /// node's memory came back (filled in by the adapter).
+    #[serde(default)]
+    pub held_back: HeldBack,
+}
+
+/// Requests held back for a deleted node's memory since mount.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldBack {
+    /// Requests held back.
+    pub requests: u64,
+    /// Of them, those that went ahead (the rest were refused after waiting).
+    pub went_ahead: u64,
 }
 
 /// What busy polling has done since mount.
@@ -237,6 +250,7 @@ impl Report {
                 .collect(),
             requests: std::collections::BTreeMap::new(),
             busy_poll: None,
+            held_back: HeldBack::default(),
         }
     }
 

@@ -196,3 +196,80 @@ fn per_write_guard_refuses_when_memory_runs_short() {
     assert_eq!(warn.stats().refusals.memory_guard, 0);
     assert!(warn.stats().guard_warnings >= 1);
 }
+
+/// A deleted file whose memory the kernel has not let go of yet (its lookup
+/// reference, dropped by FORGET) is *pending*: a refusal may go away soon.
+#[test]
+fn a_deleted_file_is_pending_until_the_kernel_forgets_it() {
+    let e = engine(64 << 20, StoragePolicy::Auto);
+    // `create` takes a lookup reference, as the kernel's CREATE does.
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 10_000]);
+    e.unlink(Ino::ROOT, b"f").unwrap();
+    assert!(!e.reclaim_pending(), "an open file is not on its way out");
+    invariants(&e);
+    e.release(fh).unwrap();
+    assert!(e.reclaim_pending(), "unlinked and closed, still looked up");
+    invariants(&e);
+    // Reopened through /proc/self/fd: not on its way out any more.
+    let fh = e.open(ino, rw(), &ROOT).unwrap();
+    assert!(!e.reclaim_pending());
+    assert_eq!(content(&e, fh), vec![1u8; 10_000]);
+    invariants(&e);
+    e.release(fh).unwrap();
+    assert!(e.reclaim_pending());
+    let seen = e.reclaim_generation();
+    e.forget(ino, 1);
+    assert!(!e.reclaim_pending());
+    assert_ne!(e.reclaim_generation(), seen, "its release is announced");
+    invariants(&e);
+
+    // A directory removed while looked up, and a file replaced by rename.
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap();
+    e.rmdir(Ino::ROOT, b"d").unwrap();
+    assert!(e.reclaim_pending());
+    e.forget(d.ino, 1);
+    assert!(!e.reclaim_pending());
+    let (a, fa) = file_with(&e, Ino::ROOT, "a", b"a");
+    let (b, fb) = file_with(&e, Ino::ROOT, "b", b"b");
+    e.release(fa).unwrap();
+    e.release(fb).unwrap();
+    e.rename(Ino::ROOT, b"a", Ino::ROOT, b"b", RenameMode::Replace).unwrap();
+    assert!(e.reclaim_pending(), "the replaced file");
+    invariants(&e);
+    e.forget(b, 1);
+    assert!(!e.reclaim_pending());
+    e.forget(a, 1);
+    invariants(&e);
+}
+
+/// What the adapter does with a refusal while a deleted file is pending:
+/// wait for the kernel's FORGET (here from another thread), try again, and
+/// count only the refusal it passes on.
+#[test]
+fn a_write_refused_while_a_deleted_file_is_pending_fits_once_it_is_released() {
+    let e = std::sync::Arc::new(engine(4 << 20, StoragePolicy::Auto));
+    let (old, fh) = file_with(&e, Ino::ROOT, "old", &[1u8; 3 << 20]);
+    e.release(fh).unwrap();
+    let (_, new) = file_with(&e, Ino::ROOT, "new", &[]);
+    e.unlink(Ino::ROOT, b"old").unwrap();
+    let seen = e.reclaim_generation();
+    let r = e.write(new, 0, &[2u8; 3 << 20], W);
+    let Err(FsError::NoSpace(cause)) = r else { panic!("expected a refusal, got {r:?}") };
+    assert!(e.reclaim_pending());
+    e.withdraw_refusal(&cause);
+    assert_eq!(e.stats().refusals.quota, 0);
+    let forgetter = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            e.forget(old, 1);
+        })
+    };
+    assert!(e.wait_for_reclaim(seen, std::time::Instant::now() + Duration::from_secs(30)));
+    forgetter.join().unwrap();
+    assert_eq!(e.write(new, 0, &[2u8; 3 << 20], W).unwrap(), 3 << 20);
+    assert_eq!(content(&e, new), vec![2u8; 3 << 20]);
+    assert_eq!(e.stats().refusals.quota, 0);
+    e.release(new).unwrap();
+    invariants(&e);
+}

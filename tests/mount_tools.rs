@@ -173,14 +173,90 @@ fn quota_refuses_with_enospc_and_keeps_what_was_written() {
     let stats = m.stats();
     assert!(stats.refusals.quota >= 1);
     assert!(stats.quota.used_bytes <= stats.quota.max_bytes);
-    m.sh_ok("rm big");
     // The space comes back when the daemon handles the kernel's FORGET for
     // `big`. The kernel queues it before `rm` returns but may hand up to 8
-    // later requests out first (its forget batching), so wait a little.
-    let used = || m.sh_ok("df -B1 --output=used . | tail -1").trim().parse::<u64>().unwrap();
-    assert!(wait_until(Duration::from_secs(2), || used() < 11 << 20), "deleting frees the space: {}", used());
+    // later requests out first (its forget batching); the daemon holds
+    // `statfs` and refused writes back until then, so df right after rm
+    // shows the space, and the next write fits.
+    let used = m.sh_ok("rm big && df -B1 --output=used . | tail -1").trim().parse::<u64>().unwrap();
+    assert!(used < 11 << 20, "deleting frees the space: {used}");
     m.sh_ok("head -c 40000000 /dev/zero > again");
     assert!(m.log_text().contains("refused write on inode"), "the refusal is logged with its cause");
+    m.unmount();
+}
+
+/// The mount root's stats, read in-process (quicker than `scratchfs stats`).
+fn stats_now(m: &Mount) -> scratchfs::report::Report {
+    let path = std::ffi::CString::new(m.path.as_os_str().as_encoded_bytes()).unwrap();
+    let name = std::ffi::CString::new(scratchfs::fuse::STATS_XATTR).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n > 0, "stats xattr: {}", std::io::Error::last_os_error());
+    scratchfs::report::Report::from_json(&buf[..n as usize]).expect("stats JSON")
+}
+
+/// Opens `path` with `O_PATH`: the kernel keeps the file (and the daemon its
+/// memory) after it is deleted, until the descriptor is closed.
+fn hold(path: &Path) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is NUL-terminated; a valid descriptor is owned by the OwnedFd.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "O_PATH open: {}", std::io::Error::last_os_error());
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// A write refused for space just after a delete waits for the deleted
+/// file's memory, and goes ahead once the kernel lets go of the file; if it
+/// does not within the wait, the write is refused and changes nothing.
+/// (The kernel usually lets go during the delete, but may answer a few
+/// later requests first; an `O_PATH` descriptor stands in for that delay
+/// here, closed while the write waits.)
+#[test]
+fn a_write_refused_just_after_a_delete_waits_for_the_deleted_files_memory() {
+    let Some(m) = Mount::new(&["--size", "64M", "--delete-wait", "2s"]) else { return };
+    let mib = |n: usize| vec![7u8; n << 20];
+
+    // The file stays held: the write waits 2 s, then is refused.
+    std::fs::write(m.join("big"), mib(50)).unwrap();
+    let held = hold(&m.join("big"));
+    std::fs::remove_file(m.join("big")).unwrap();
+    let err = std::fs::write(m.join("new"), mib(40)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    let s = stats_now(&m);
+    // (After the short write, `write_all` tries the rest: refused at once.)
+    assert_eq!((s.held_back.requests, s.held_back.went_ahead), (1, 0));
+    let refused = s.refusals.quota;
+    assert!(refused >= 1);
+    let kept = std::fs::metadata(m.join("new")).unwrap().len();
+    assert!(kept < 14 << 20, "new holds what fitted: {kept}");
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(2), || stats_now(&m).quota.used_bytes < 15 << 20),
+        "closing the descriptor frees the deleted file"
+    );
+    std::fs::remove_file(m.join("new")).unwrap();
+
+    // This time the descriptor is closed while the write waits.
+    std::fs::write(m.join("big"), mib(50)).unwrap();
+    let held = hold(&m.join("big"));
+    std::fs::remove_file(m.join("big")).unwrap();
+    let writer = {
+        let path = m.join("new");
+        std::thread::spawn(move || std::fs::write(path, mib(40)))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || stats_now(&m).held_back.requests == 2),
+        "the write is held back: {:?}",
+        stats_now(&m).held_back
+    );
+    drop(held);
+    writer.join().unwrap().expect("the held-back write goes ahead");
+    assert_eq!(std::fs::read(m.join("new")).unwrap(), mib(40));
+    let s = stats_now(&m);
+    assert_eq!((s.held_back.requests, s.held_back.went_ahead, s.refusals.quota), (2, 1, refused));
+    assert!(m.sh_ok(&format!("{} stats .", common::mount::BIN)).contains("2 requests refused just after a delete"));
     m.unmount();
 }
 

@@ -132,6 +132,11 @@ pub struct MountArgs {
     /// instead [default: auto].
     #[arg(long, value_enum)]
     pub cpu_latency: Option<CpuLatencyArg>,
+    /// Longest time a request refused for space just after a delete waits
+    /// for the deleted file's memory, which comes back when the kernel
+    /// lets go of the file (0: refuse at once) [default: 100ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub delete_wait: Option<Duration>,
     /// Stay in the foreground (logs go to stderr).
     #[arg(short, long)]
     pub foreground: bool,
@@ -187,6 +192,7 @@ pub struct Settings {
     pub busy_poll: Option<bool>,
     /// Hold a CPU latency request while busy polling, where permitted.
     pub cpu_latency: bool,
+    pub delete_wait: Option<Duration>,
     pub foreground: bool,
     pub allow_other: bool,
     pub read_only: bool,
@@ -322,6 +328,7 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
         }
         "busy_poll" => s.busy_poll = busy_poll(parse_enum(key, need(value)?)?),
         "cpu_latency" => s.cpu_latency = parse_enum::<CpuLatencyArg>(key, need(value)?)? == CpuLatencyArg::Auto,
+        "delete_wait" => s.delete_wait = Some(parse_duration(need(value)?)?),
         "log_file" => s.log_file = Some(PathBuf::from(need(value)?)),
         "pid_file" => s.pid_file = Some(PathBuf::from(need(value)?)),
         "allow_other" => s.allow_other = true,
@@ -367,6 +374,7 @@ impl MountArgs {
         s.guard_interval = self.guard_interval.or(s.guard_interval);
         s.guard_headroom = self.guard_headroom.or(s.guard_headroom);
         s.threads = self.threads.or(s.threads);
+        s.delete_wait = self.delete_wait.or(s.delete_wait);
         if let Some(b) = self.busy_poll {
             s.busy_poll = busy_poll(b);
         }
@@ -431,6 +439,9 @@ mod tests {
         assert!(settings(&["/m", "-o", "cpu_latency=off", "--cpu-latency", "auto"]).unwrap().cpu_latency);
         assert!(!settings(&["/m", "--cpu-latency", "off"]).unwrap().cpu_latency);
         assert!(settings(&["/m", "-o", "cpu_latency=fast"]).is_err());
+        assert_eq!(settings(&["/m"]).unwrap().delete_wait, None);
+        assert_eq!(settings(&["/m", "-o", "delete_wait=2s"]).unwrap().delete_wait, Some(Duration::from_secs(2)));
+        assert_eq!(settings(&["/m", "--delete-wait", "0"]).unwrap().delete_wait, Some(Duration::ZERO));
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl Plan {
                 panic_on_name: s.panic_on_name.map(String::into_bytes),
                 busy_poll,
                 cpu_latency: s.cpu_latency,
+                delete_wait: s.delete_wait.unwrap_or(crate::fuse::DELETE_WAIT),
             },
         })
     }

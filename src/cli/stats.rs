@@ -101,6 +101,13 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
         "  refusals    {} quota, {} node limit, {} memory guard ({} of them late: mmap writeback)",
         x.quota, x.nodes, x.memory_guard, x.late
     ));
+    let h = &r.held_back;
+    if h.requests > 0 {
+        line(format!(
+            "  held back   {} requests refused just after a delete waited for its memory; {} then went ahead",
+            h.requests, h.went_ahead
+        ));
+    }
     let g = &r.memory_guard;
     line(format!(
         "  guard       {}/{}, {}{}",

@@ -44,6 +44,7 @@ impl Engine {
             }
         }
         node.opens.fetch_add(1, Ordering::AcqRel);
+        self.note_orphan(node, &mut st);
         drop(st);
         Ok(self.handles.open(node.clone(), flags))
     }
@@ -66,7 +67,9 @@ impl Engine {
                 self.quota.release(before - after);
             }
         }
-        node.opens.fetch_sub(1, Ordering::AcqRel);
+        if node.opens.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.note_orphan(&node, &mut node.state.write());
+        }
         self.maybe_free(&node);
         Ok(())
     }

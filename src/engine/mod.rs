@@ -22,6 +22,7 @@ mod namespace;
 mod node;
 pub mod path;
 mod quota;
+mod reclaim;
 mod stats;
 mod table;
 mod types;
@@ -45,6 +46,8 @@ use guard::{MemoryGuard, Verdict};
 use handles::Handles;
 use node::{Content, Meta, Node, NodeState};
 use quota::{Quota, Reservation};
+pub use reclaim::RECENT;
+use reclaim::Reclaim;
 use stats::{Counters, bump, drop_one};
 use table::NodeTable;
 
@@ -67,6 +70,8 @@ pub struct Engine {
     remeasure: crate::sync::RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
     /// The process's memory as last reported (`note_process_memory`).
     process: ProcessMemory,
+    /// Deleted nodes whose memory the kernel has not let go of yet.
+    reclaim: Reclaim,
 }
 
 #[derive(Default)]
@@ -114,6 +119,7 @@ impl Engine {
             counters: Counters::default(),
             rename_lock: Mutex::new(()),
             process: ProcessMemory::default(),
+            reclaim: Reclaim::new(),
             remeasure: crate::sync::RwLock::new(None),
         };
         match engine.guard.check_quota(cfg.max_bytes).0 {
@@ -147,6 +153,7 @@ impl Engine {
             xattrs: xattr::Xattrs::default(),
             charge: NODE_COST + node::DIR_INDEX_COST,
             freed: false,
+            orphan: false,
         };
         self.table.insert(Arc::new(Node::new(ino, FileKind::Directory, ino, state)));
         bump(&self.counters.directories);
@@ -164,10 +171,16 @@ impl Engine {
         self.table.get(ino).ok_or(FsError::NotFound)
     }
 
-    /// Logs and counts a refusal, and turns it into an error.
+    /// Logs and counts a refusal, and turns it into an error. Quietly while
+    /// a deleted node's memory is on its way back: the adapter may then try
+    /// again (and logs a refusal it passes on).
     fn refused(&self, cause: NoSpaceCause, op: &str, ino: Ino) -> FsError {
         self.counters.refusal(&cause);
-        log::warn!("refused {op} on inode {}: {cause}", ino.0);
+        if self.reclaim.pending() {
+            log::debug!("refused {op} on inode {} while deleted nodes are being released: {cause}", ino.0);
+        } else {
+            log::warn!("refused {op} on inode {}: {cause}", ino.0);
+        }
         FsError::NoSpace(cause)
     }
 
@@ -228,6 +241,7 @@ impl Engine {
             return;
         }
         st.freed = true;
+        let was_orphan = std::mem::take(&mut st.orphan);
         let charge = st.total_charge();
         let content = std::mem::replace(&mut st.content, Content::Special);
         drop(st);
@@ -241,6 +255,56 @@ impl Engine {
         drop(content);
         self.quota.release(charge);
         self.quota.release_node();
+        if was_orphan {
+            self.reclaim.released();
+        }
+    }
+
+    /// Keeps the orphan count in step with `st` (unlinked, closed, not
+    /// released); call with the node's lock held after its links or opens
+    /// changed. Releasing an orphan is counted by `maybe_free`.
+    fn note_orphan(&self, node: &Node, st: &mut NodeState) {
+        let orphan = !st.freed && st.meta.nlink == 0 && node.opens.load(Ordering::Acquire) == 0;
+        if orphan == st.orphan {
+            return;
+        }
+        st.orphan = orphan;
+        if orphan {
+            self.reclaim.orphaned();
+        } else {
+            self.reclaim.reopened();
+        }
+    }
+
+    /// Whether memory of a node deleted a moment ago (within the window,
+    /// [`RECENT`] by default) is still held, waiting for the kernel to let
+    /// go of the node (`src/engine/reclaim.rs`). A refusal might then go
+    /// away shortly.
+    pub fn reclaim_pending(&self) -> bool {
+        self.reclaim.pending()
+    }
+
+    /// Sets how long after a delete [`Engine::reclaim_pending`] may say yes.
+    pub fn set_reclaim_window(&self, window: std::time::Duration) {
+        self.reclaim.set_window(window);
+    }
+
+    /// Deleted nodes released so far; pass it to [`Engine::wait_for_reclaim`].
+    pub fn reclaim_generation(&self) -> u64 {
+        self.reclaim.generation()
+    }
+
+    /// Waits until a deleted node is released after `seen` was read from
+    /// [`Engine::reclaim_generation`], or until `deadline`. Returns whether
+    /// one was.
+    pub fn wait_for_reclaim(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.reclaim.wait(seen, deadline)
+    }
+
+    /// Takes back the count of a refusal the caller did not pass on (it
+    /// tried again and answered with that attempt's result).
+    pub fn withdraw_refusal(&self, cause: &NoSpaceCause) {
+        self.counters.withdraw(cause);
     }
 
     /// The kernel drops `n` lookup references to `ino`.
@@ -400,9 +464,20 @@ impl Engine {
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         let nodes = self.table.all();
         let mut charged = 0;
+        let mut orphans = 0;
         for node in &nodes {
             let st = node.state.read();
             charged += st.total_charge();
+            let orphan = st.meta.nlink == 0 && node.opens.load(Ordering::Acquire) == 0;
+            if orphan != st.orphan {
+                return Err(format!(
+                    "inode {}: orphan mark {} on a node that is{} one",
+                    node.ino.0,
+                    st.orphan,
+                    if orphan { "" } else { " not" }
+                ));
+            }
+            orphans += u64::from(orphan);
             if let Some(f) = st.file() {
                 f.check_invariants().map_err(|e| format!("inode {}: {e}", node.ino.0))?;
             }
@@ -413,6 +488,9 @@ impl Engine {
         }
         if used > self.quota.max_bytes() {
             return Err(format!("quota used {used} > max {}", self.quota.max_bytes()));
+        }
+        if self.reclaim.orphans() != orphans {
+            return Err(format!("orphan count {} != unlinked closed nodes {orphans}", self.reclaim.orphans()));
         }
         if self.quota.nodes() != nodes.len() as u64 {
             return Err(format!("node count {} != table size {}", self.quota.nodes(), nodes.len()));

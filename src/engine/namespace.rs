@@ -134,7 +134,14 @@ impl Engine {
             mtime: now,
             ctime: now,
         };
-        let state = NodeState { meta, content: new.content, xattrs: Xattrs::default(), charge: own, freed: false };
+        let state = NodeState {
+            meta,
+            content: new.content,
+            xattrs: Xattrs::default(),
+            charge: own,
+            freed: false,
+            orphan: false,
+        };
         let ino = self.table.alloc_ino();
         let node = Arc::new(Node::new(ino, new.kind, parent, state));
         node.lookups.store(1, Ordering::Release);
@@ -335,6 +342,7 @@ impl Engine {
                 cst.meta.nlink -= 1;
             }
             cst.meta.ctime = now;
+            self.note_orphan(&child, &mut cst);
         }
         pst.touch_modified(now);
         drop(pst);
@@ -467,9 +475,10 @@ impl Engine {
                 add_links(parents.old_parent(), -1);
                 add_links(parents.new_parent(), 1);
             }
-            if let Some(d) = dst_st.as_mut() {
+            if let (Some(d), Some(n)) = (dst_st.as_mut(), &dst_node) {
                 d.meta.nlink = if dst_dir { 0 } else { d.meta.nlink - 1 };
                 d.meta.ctime = now;
+                self.note_orphan(n, d);
             }
         }
         sst.meta.ctime = now;

@@ -79,6 +79,9 @@ pub(crate) struct NodeState {
     pub(crate) charge: u64,
     /// Set once the node has been released; no operation may touch it after.
     pub(crate) freed: bool,
+    /// Counted as an orphan (unlinked, closed, not yet released) in the
+    /// engine's `Reclaim`.
+    pub(crate) orphan: bool,
 }
 
 impl Node {

@@ -39,12 +39,20 @@ impl Counters {
         }
     }
 
-    pub(crate) fn refusal(&self, cause: &NoSpaceCause) {
-        bump(match cause {
+    fn refusals_of(&self, cause: &NoSpaceCause) -> &AtomicU64 {
+        match cause {
             NoSpaceCause::Quota { .. } => &self.refused_quota,
             NoSpaceCause::Nodes { .. } => &self.refused_nodes,
             NoSpaceCause::MemoryGuard { .. } => &self.refused_guard,
-        });
+        }
+    }
+
+    pub(crate) fn refusal(&self, cause: &NoSpaceCause) {
+        bump(self.refusals_of(cause));
+    }
+
+    pub(crate) fn withdraw(&self, cause: &NoSpaceCause) {
+        drop_one(self.refusals_of(cause));
     }
 }
 

@@ -7,16 +7,20 @@
 //! entry/attribute lifetimes and kept page cache, because every change goes
 //! through this mount; flush/fsync/fsyncdir answered ENOSYS once so the
 //! kernel stops sending them; `FUSE_HANDLE_KILLPRIV_V2` so the kernel does
-//! not ask for `security.capability` before every write. Each request runs
+//! not ask for `security.capability` before every write. A request refused
+//! while a deleted node's memory is on its way back waits for it on another
+//! thread (`deferred.rs`). Each request runs
 //! under `catch_unwind`: a panic fails that request with EIO and the
 //! filesystem keeps serving.
 
 mod busy_poll;
 mod convert;
 mod counters;
+mod deferred;
 mod errno;
 pub mod mount;
 
+use std::borrow::Borrow;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -24,7 +28,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
@@ -40,6 +44,8 @@ use crate::engine::{
 use crate::storage::Seek;
 use convert::{TTL, file_attr, file_type, kernel_time, negative_attr, set_time};
 use counters::{Op, Requests};
+use deferred::{Attempt, Deferred, Outcome};
+pub use deferred::{DELETE_WAIT, HELD_BYTES};
 
 /// The read-only extended attribute on the mount root that carries the
 /// engine's stats as JSON (`getfattr -n user.scratchfs.stats --only-values`).
@@ -56,6 +62,9 @@ pub struct AdapterOptions {
     /// While polling, keep idle CPUs polling too with a CPU latency request
     /// where permitted.
     pub cpu_latency: bool,
+    /// Longest time a request refused just after a delete waits for the
+    /// deleted node's memory (`deferred.rs`); zero refuses at once.
+    pub delete_wait: Duration,
 }
 
 /// A `fuser::Filesystem` over an [`Engine`].
@@ -71,6 +80,8 @@ pub struct FuseFs {
     no_opendir: bool,
     /// Notifications to the kernel, set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
+    /// Requests held back until a deleted node's memory comes back.
+    deferred: Option<Deferred>,
 }
 
 const GENERATION: Generation = Generation(0);
@@ -113,6 +124,51 @@ fn guarded(op: &str, f: impl FnOnce()) {
     }
 }
 
+/// Tells the kernel that `i`'s cached attributes are stale, and makes
+/// it drop any older attributes still on their way to its cache.
+///
+/// Needed after a page-cache writeback WRITE (a shared mapping's
+/// pages): the kernel then marks the attributes stale, but without
+/// ordering that against a GETATTR answered just before the write and
+/// not yet applied, so that answer (with the old mtime) could land
+/// after the mark and clear it, and `stat` after `msync(2)` would show
+/// the old mtime for as long as attributes are cached (measured: 65 of
+/// 3,000 msyncs with `sync(2)` running alongside). An invalidation
+/// notice also advances the inode's attribute version, which makes the
+/// kernel discard such an older answer. Offset -1: attributes only, no
+/// page is touched (the written pages are still under writeback).
+fn attributes_changed(notifier: &OnceLock<Notifier>, i: INodeNo) {
+    if let Some(n) = notifier.get()
+        && let Err(e) = n.inval_inode(i, -1, 0)
+    {
+        // ENOENT: the kernel no longer holds the inode; nothing is cached.
+        log::debug!("attribute invalidation of inode {}: {e}", i.0);
+    }
+}
+
+/// The bytes a held-back request keeps of its arguments (`deferred.rs`).
+trait HeldSize {
+    fn held_size(&self) -> u64;
+}
+
+impl HeldSize for [u8] {
+    fn held_size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl HeldSize for () {
+    fn held_size(&self) -> u64 {
+        0
+    }
+}
+
+impl HeldSize for SetAttr {
+    fn held_size(&self) -> u64 {
+        0
+    }
+}
+
 /// Replies with the errno of `err`, logging it by class.
 macro_rules! fail {
     ($reply:expr, $op:expr, $err:expr) => {{
@@ -125,14 +181,19 @@ macro_rules! fail {
 impl FuseFs {
     /// An adapter serving `engine`.
     pub fn new(engine: Arc<Engine>, opts: AdapterOptions) -> FuseFs {
+        let deferred =
+            (!opts.delete_wait.is_zero()).then(|| Deferred::start(engine.clone(), opts.delete_wait)).and_then(|d| {
+                d.inspect_err(|e| log::warn!("no thread to hold requests back for deleted files' memory: {e}")).ok()
+            });
         FuseFs {
-            engine,
             opts,
             requests: Requests::default(),
             in_flight: AtomicUsize::new(0),
             busy_poll: None,
             no_opendir: false,
             notifier: Arc::default(),
+            deferred,
+            engine,
         }
     }
 
@@ -151,28 +212,6 @@ impl FuseFs {
     /// session is built from this adapter, so it cannot be passed in).
     pub(crate) fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
         self.notifier.clone()
-    }
-
-    /// Tells the kernel that `i`'s cached attributes are stale, and makes
-    /// it drop any older attributes still on their way to its cache.
-    ///
-    /// Needed after a page-cache writeback WRITE (a shared mapping's
-    /// pages): the kernel then marks the attributes stale, but without
-    /// ordering that against a GETATTR answered just before the write and
-    /// not yet applied, so that answer (with the old mtime) could land
-    /// after the mark and clear it, and `stat` after `msync(2)` would show
-    /// the old mtime for as long as attributes are cached (measured: 65 of
-    /// 3,000 msyncs with `sync(2)` running alongside). An invalidation
-    /// notice also advances the inode's attribute version, which makes the
-    /// kernel discard such an older answer. Offset -1: attributes only, no
-    /// page is touched (the written pages are still under writeback).
-    fn attributes_changed(&self, i: INodeNo) {
-        if let Some(n) = self.notifier.get()
-            && let Err(e) = n.inval_inode(i, -1, 0)
-        {
-            // ENOENT: the kernel no longer holds the inode; nothing is cached.
-            log::debug!("attribute invalidation of inode {}: {e}", i.0);
-        }
     }
 
     fn maybe_panic(&self, name: &[u8]) {
@@ -208,6 +247,7 @@ impl FuseFs {
         let mut report = crate::report::Report::collect(&self.engine);
         report.requests = self.requests.snapshot();
         report.busy_poll = self.busy_poll.as_ref().map(busy_poll::BusyPoll::stats);
+        report.held_back = self.deferred.as_ref().map(|d| d.counts().snapshot()).unwrap_or_default();
         report.to_json().into_bytes()
     }
 
@@ -226,17 +266,74 @@ impl FuseFs {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Runs an allocating engine call; if the quota refuses it while other
+    /// Runs an allocating engine call on `args` and answers it. A refused
+    /// call changed nothing, so it may be tried again: at once if other
     /// requests are in flight (a RELEASE or FORGET that frees space may be
-    /// among them), waits for them and tries once more. A refused call
-    /// changed nothing, so trying again is safe.
-    fn allocating<T>(&self, f: impl Fn() -> Result<T, FsError>) -> Result<T, FsError> {
-        match f() {
-            Err(FsError::NoSpace(_)) if self.in_flight.load(Ordering::Acquire) > 1 => {
-                self.settle_in_flight();
-                f()
+    /// among them, on another worker), and, while a deleted node's memory
+    /// is on its way back, on the `deferred` thread with a copy of `args`
+    /// each time a deleted node is released (`src/fuse/deferred.rs`).
+    fn allocating<A, T>(
+        &self,
+        op: &'static str,
+        args: &A,
+        call: impl Fn(&Engine, &A) -> Result<T, FsError> + Send + 'static,
+        answer: impl FnOnce(Result<T, FsError>) + Send + 'static,
+    ) where
+        A: ?Sized + ToOwned + HeldSize,
+        A::Owned: Send + 'static,
+        T: 'static,
+    {
+        let mut r = call(&self.engine, args);
+        if matches!(r, Err(FsError::NoSpace(_))) && self.in_flight.load(Ordering::Acquire) > 1 {
+            self.settle_in_flight();
+            r = call(&self.engine, args);
+        }
+        let cause = match r {
+            Err(FsError::NoSpace(cause)) if self.delete_pending() && self.admit(args.held_size()) => cause,
+            r => return answer(r),
+        };
+        let owned = args.to_owned();
+        let mut answer = Some(answer);
+        let attempt = move |engine: &Engine, last: bool| {
+            let r = call(engine, owned.borrow());
+            let outcome = match &r {
+                Err(FsError::NoSpace(c)) if !last => {
+                    engine.withdraw_refusal(c);
+                    return Outcome::Again;
+                }
+                Err(FsError::NoSpace(_)) => Outcome::Refused,
+                _ => Outcome::Answered,
+            };
+            if let Some(a) = answer.take() {
+                a(r);
             }
-            r => r,
+            outcome
+        };
+        // The answer's attempt counts the refusal, if it is one.
+        self.engine.withdraw_refusal(&cause);
+        self.hold(op, args.held_size(), Box::new(attempt));
+    }
+
+    /// Whether a refusal now should wait: a node deleted a moment ago has
+    /// not been released (`deferred.rs`).
+    fn delete_pending(&self) -> bool {
+        self.deferred.is_some() && self.engine.reclaim_pending()
+    }
+
+    /// Whether a request holding `bytes` of copied arguments may wait now.
+    fn admit(&self, bytes: u64) -> bool {
+        self.deferred.as_ref().is_some_and(|d| d.admit(bytes))
+    }
+
+    /// Hands `attempt`, admitted with `bytes`, to the `deferred` thread, or
+    /// makes it answer now.
+    fn hold(&self, op: &'static str, bytes: u64, attempt: Attempt) {
+        let held = match &self.deferred {
+            Some(d) => d.hold(op, bytes, attempt),
+            None => Err(attempt),
+        };
+        if let Err(mut attempt) = held {
+            attempt(&self.engine, true);
         }
     }
 
@@ -329,10 +426,17 @@ impl Filesystem for FuseFs {
                 mtime: mtime.map(set_time),
                 ctime: ctime.map(kernel_time),
             };
-            match self.engine.setattr(ino(i), &set, &caller(req)) {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-                Err(e) => fail!(reply, "setattr", e),
-            }
+            // Growing a file can be refused.
+            let (i, who) = (ino(i), caller(req));
+            self.allocating(
+                "setattr",
+                &set,
+                move |e, set| e.setattr(i, set, &who),
+                move |r| match r {
+                    Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                    Err(e) => fail!(reply, "setattr", e),
+                },
+            );
         });
     }
 
@@ -357,8 +461,13 @@ impl Filesystem for FuseFs {
         self.count(Op::Mknod, 0);
         self.run("mknod", || {
             self.maybe_panic(bytes(name));
-            let r = self.allocating(|| self.engine.mknod(ino(parent), bytes(name), mode, rdev, &caller(req)));
-            Self::reply_entry(reply, "mknod", r);
+            let (parent, who) = (ino(parent), caller(req));
+            self.allocating(
+                "mknod",
+                bytes(name),
+                move |e, name| e.mknod(parent, name, mode, rdev, &who),
+                move |r| Self::reply_entry(reply, "mknod", r),
+            );
         });
     }
 
@@ -366,8 +475,13 @@ impl Filesystem for FuseFs {
         self.count(Op::Mkdir, 0);
         self.run("mkdir", || {
             self.maybe_panic(bytes(name));
-            let r = self.allocating(|| self.engine.mkdir(ino(parent), bytes(name), mode, &caller(req)));
-            Self::reply_entry(reply, "mkdir", r);
+            let (parent, who) = (ino(parent), caller(req));
+            self.allocating(
+                "mkdir",
+                bytes(name),
+                move |e, name| e.mkdir(parent, name, mode, &who),
+                move |r| Self::reply_entry(reply, "mkdir", r),
+            );
         });
     }
 
@@ -384,9 +498,14 @@ impl Filesystem for FuseFs {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         self.count(Op::Symlink, 0);
         self.run("symlink", || {
-            let target = target.as_os_str().as_bytes();
-            let r = self.allocating(|| self.engine.symlink(ino(parent), bytes(link_name), target, &caller(req)));
-            Self::reply_entry(reply, "symlink", r);
+            let target = target.as_os_str().as_bytes().to_vec();
+            let (parent, who) = (ino(parent), caller(req));
+            self.allocating(
+                "symlink",
+                bytes(link_name),
+                move |e, name| e.symlink(parent, name, &target, &who),
+                move |r| Self::reply_entry(reply, "symlink", r),
+            );
         });
     }
 
@@ -411,17 +530,27 @@ impl Filesystem for FuseFs {
             } else {
                 return reply.error(Errno::EINVAL);
             };
-            let r =
-                self.allocating(|| self.engine.rename(ino(parent), bytes(name), ino(newparent), bytes(newname), mode));
-            Self::reply_empty(reply, "rename", r);
+            let newname = bytes(newname).to_vec();
+            let (parent, newparent) = (ino(parent), ino(newparent));
+            self.allocating(
+                "rename",
+                bytes(name),
+                move |e, name| e.rename(parent, name, newparent, &newname, mode),
+                move |r| Self::reply_empty(reply, "rename", r),
+            );
         });
     }
 
     fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         self.count(Op::Link, 0);
         self.run("link", || {
-            let r = self.allocating(|| self.engine.link(ino(i), ino(newparent), bytes(newname)));
-            Self::reply_entry(reply, "link", r);
+            let (i, newparent) = (ino(i), ino(newparent));
+            self.allocating(
+                "link",
+                bytes(newname),
+                move |e, name| e.link(i, newparent, name),
+                move |r| Self::reply_entry(reply, "link", r),
+            );
         });
     }
 
@@ -471,15 +600,21 @@ impl Filesystem for FuseFs {
                 kill_suidgid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
-            match self.allocating(|| self.engine.write(Fh(fh.0), offset, data, opts)) {
-                Ok(n) => {
-                    if opts.from_page_cache {
-                        self.attributes_changed(i);
+            let notifier = opts.from_page_cache.then(|| self.notifier.clone());
+            self.allocating(
+                "write",
+                data,
+                move |e, data| e.write(Fh(fh.0), offset, data, opts),
+                move |r| match r {
+                    Ok(n) => {
+                        if let Some(n) = notifier {
+                            attributes_changed(&n, i);
+                        }
+                        reply.written(n)
                     }
-                    reply.written(n)
-                }
-                Err(e) => fail!(reply, "write", e),
-            }
+                    Err(e) => fail!(reply, "write", e),
+                },
+            );
         });
     }
 
@@ -577,8 +712,30 @@ impl Filesystem for FuseFs {
         self.count(Op::Statfs, 0);
         self.run("statfs", || {
             self.settle_in_flight();
-            let s = self.engine.statfs();
-            reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
+            let answer = move |e: &Engine| {
+                let s = e.statfs();
+                reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
+            };
+            if !(self.delete_pending() && self.admit(0)) {
+                return answer(&self.engine);
+            }
+            // `rm big; df` shows the space back, as on tmpfs: wait for the
+            // release the kernel has queued (`src/fuse/deferred.rs`).
+            let seen = self.engine.reclaim_generation();
+            let mut answer = Some(answer);
+            self.hold(
+                "statfs",
+                0,
+                Box::new(move |e: &Engine, last| {
+                    if !last && e.reclaim_generation() == seen {
+                        return Outcome::Again;
+                    }
+                    if let Some(a) = answer.take() {
+                        a(e);
+                    }
+                    Outcome::Answered
+                }),
+            );
         });
     }
 
@@ -604,10 +761,12 @@ impl Filesystem for FuseFs {
                 f if f == libc::XATTR_CREATE | libc::XATTR_REPLACE => XattrSet::CreateAndReplace,
                 _ => return reply.error(Errno::EINVAL),
             };
-            Self::reply_empty(
-                reply,
+            let (i, name) = (ino(i), bytes(name).to_vec());
+            self.allocating(
                 "setxattr",
-                self.allocating(|| self.engine.setxattr(ino(i), bytes(name), value, mode)),
+                value,
+                move |e, value| e.setxattr(i, &name, value, mode),
+                move |r| Self::reply_empty(reply, "setxattr", r),
             );
         });
     }
@@ -696,12 +855,18 @@ impl Filesystem for FuseFs {
             self.maybe_panic(bytes(name));
             let raw_flags = flags;
             let flags = OpenFlags::from_libc(flags);
-            match self.allocating(|| self.engine.create(ino(parent), bytes(name), mode, flags, &caller(req))) {
-                Ok((a, fh)) => {
-                    reply.created(&TTL, &file_attr(&a), GENERATION, FileHandle(fh.0), open_flags(raw_flags));
-                }
-                Err(e) => fail!(reply, "create", e),
-            }
+            let (parent, who) = (ino(parent), caller(req));
+            self.allocating(
+                "create",
+                bytes(name),
+                move |e, name| e.create(parent, name, mode, flags, &who),
+                move |r| match r {
+                    Ok((a, fh)) => {
+                        reply.created(&TTL, &file_attr(&a), GENERATION, FileHandle(fh.0), open_flags(raw_flags));
+                    }
+                    Err(e) => fail!(reply, "create", e),
+                },
+            );
         });
     }
 
@@ -724,10 +889,11 @@ impl Filesystem for FuseFs {
                 libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size },
                 _ => return reply.error(Errno::EOPNOTSUPP),
             };
-            Self::reply_empty(
-                reply,
+            self.allocating(
                 "fallocate",
-                self.allocating(|| self.engine.fallocate(Fh(fh.0), offset, length, how)),
+                &(),
+                move |e, ()| e.fallocate(Fh(fh.0), offset, length, how),
+                move |r| Self::reply_empty(reply, "fallocate", r),
             );
         });
     }
@@ -764,11 +930,15 @@ impl Filesystem for FuseFs {
         self.count(Op::CopyFileRange, 0);
         self.run("copy_file_range", || {
             let len = len.min(u64::from(u32::MAX));
-            match self.allocating(|| self.engine.copy_file_range(Fh(fh_in.0), offset_in, Fh(fh_out.0), offset_out, len))
-            {
-                Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-                Err(e) => fail!(reply, "copy_file_range", e),
-            }
+            self.allocating(
+                "copy_file_range",
+                &(),
+                move |e, ()| e.copy_file_range(Fh(fh_in.0), offset_in, Fh(fh_out.0), offset_out, len),
+                move |r| match r {
+                    Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+                    Err(e) => fail!(reply, "copy_file_range", e),
+                },
+            );
         });
     }
 }
