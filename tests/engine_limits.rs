@@ -256,8 +256,14 @@ fn a_write_refused_while_a_deleted_file_is_pending_fits_once_it_is_released() {
     let r = e.write(new, 0, &[2u8; 3 << 20], W);
     let Err(FsError::NoSpace(cause)) = r else { panic!("expected a refusal, got {r:?}") };
     assert!(e.reclaim_pending());
-    e.withdraw_refusal(&cause);
+    e.withdraw_refusal(&cause, false);
     assert_eq!(e.stats().refusals.quota, 0);
+    // A page-cache writeback write's refusal is also counted as late.
+    let late = WriteOptions { kill_suidgid: false, from_page_cache: true };
+    let Err(FsError::NoSpace(cause)) = e.write(new, 0, &[2u8; 3 << 20], late) else { panic!("expected a refusal") };
+    assert_eq!((e.stats().refusals.quota, e.stats().refusals.late), (1, 1));
+    e.withdraw_refusal(&cause, true);
+    assert_eq!((e.stats().refusals.quota, e.stats().refusals.late), (0, 0));
     let forgetter = {
         let e = e.clone();
         std::thread::spawn(move || {

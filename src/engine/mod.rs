@@ -302,9 +302,13 @@ impl Engine {
     }
 
     /// Takes back the count of a refusal the caller did not pass on (it
-    /// tried again and answered with that attempt's result).
-    pub fn withdraw_refusal(&self, cause: &NoSpaceCause) {
+    /// tried again and answered with that attempt's result); `late` if it
+    /// was a page-cache writeback write's.
+    pub fn withdraw_refusal(&self, cause: &NoSpaceCause, late: bool) {
         self.counters.withdraw(cause);
+        if late {
+            drop_one(&self.counters.late_refusals);
+        }
     }
 
     /// The kernel drops `n` lookup references to `ino`.

@@ -283,6 +283,23 @@ impl FuseFs {
         A::Owned: Send + 'static,
         T: 'static,
     {
+        self.allocating_as(false, op, args, call, answer);
+    }
+
+    /// [`FuseFs::allocating`], for a page-cache writeback write if `late`
+    /// (the engine counts its refusals apart).
+    fn allocating_as<A, T>(
+        &self,
+        late: bool,
+        op: &'static str,
+        args: &A,
+        call: impl Fn(&Engine, &A) -> Result<T, FsError> + Send + 'static,
+        answer: impl FnOnce(Result<T, FsError>) + Send + 'static,
+    ) where
+        A: ?Sized + ToOwned + HeldSize,
+        A::Owned: Send + 'static,
+        T: 'static,
+    {
         let mut r = call(&self.engine, args);
         if matches!(r, Err(FsError::NoSpace(_))) && self.in_flight.load(Ordering::Acquire) > 1 {
             self.settle_in_flight();
@@ -298,7 +315,7 @@ impl FuseFs {
             let r = call(engine, owned.borrow());
             let outcome = match &r {
                 Err(FsError::NoSpace(c)) if !last => {
-                    engine.withdraw_refusal(c);
+                    engine.withdraw_refusal(c, late);
                     return Outcome::Again;
                 }
                 Err(FsError::NoSpace(_)) => Outcome::Refused,
@@ -310,7 +327,7 @@ impl FuseFs {
             outcome
         };
         // The answer's attempt counts the refusal, if it is one.
-        self.engine.withdraw_refusal(&cause);
+        self.engine.withdraw_refusal(&cause, late);
         self.hold(op, args.held_size(), Box::new(attempt));
     }
 
@@ -601,7 +618,8 @@ impl Filesystem for FuseFs {
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
             let notifier = opts.from_page_cache.then(|| self.notifier.clone());
-            self.allocating(
+            self.allocating_as(
+                opts.from_page_cache,
                 "write",
                 data,
                 move |e, data| e.write(Fh(fh.0), offset, data, opts),
