@@ -146,6 +146,20 @@ fn attributes_changed(notifier: &OnceLock<Notifier>, i: INodeNo) {
     }
 }
 
+/// An allocating request, for [`FuseFs::allocating`]: its name, and whether
+/// it is a page-cache writeback write (whose refusals the engine also
+/// counts as late).
+struct Allocating {
+    op: &'static str,
+    late: bool,
+}
+
+impl From<&'static str> for Allocating {
+    fn from(op: &'static str) -> Allocating {
+        Allocating { op, late: false }
+    }
+}
+
 /// The bytes a held-back request keeps of its arguments (`deferred.rs`).
 trait HeldSize {
     fn held_size(&self) -> u64;
@@ -274,7 +288,7 @@ impl FuseFs {
     /// each time a deleted node is released (`src/fuse/deferred.rs`).
     fn allocating<A, T>(
         &self,
-        op: &'static str,
+        op: impl Into<Allocating>,
         args: &A,
         call: impl Fn(&Engine, &A) -> Result<T, FsError> + Send + 'static,
         answer: impl FnOnce(Result<T, FsError>) + Send + 'static,
@@ -283,23 +297,7 @@ impl FuseFs {
         A::Owned: Send + 'static,
         T: 'static,
     {
-        self.allocating_as(false, op, args, call, answer);
-    }
-
-    /// [`FuseFs::allocating`], for a page-cache writeback write if `late`
-    /// (the engine counts its refusals apart).
-    fn allocating_as<A, T>(
-        &self,
-        late: bool,
-        op: &'static str,
-        args: &A,
-        call: impl Fn(&Engine, &A) -> Result<T, FsError> + Send + 'static,
-        answer: impl FnOnce(Result<T, FsError>) + Send + 'static,
-    ) where
-        A: ?Sized + ToOwned + HeldSize,
-        A::Owned: Send + 'static,
-        T: 'static,
-    {
+        let Allocating { op, late } = op.into();
         let mut r = call(&self.engine, args);
         if matches!(r, Err(FsError::NoSpace(_))) && self.in_flight.load(Ordering::Acquire) > 1 {
             self.settle_in_flight();
@@ -618,9 +616,8 @@ impl Filesystem for FuseFs {
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
             let notifier = opts.from_page_cache.then(|| self.notifier.clone());
-            self.allocating_as(
-                opts.from_page_cache,
-                "write",
+            self.allocating(
+                Allocating { op: "write", late: opts.from_page_cache },
                 data,
                 move |e, data| e.write(Fh(fh.0), offset, data, opts),
                 move |r| match r {
