@@ -260,6 +260,35 @@ fn a_write_refused_just_after_a_delete_waits_for_the_deleted_files_memory() {
     m.unmount();
 }
 
+/// A caller killed while its request is held back leaves nothing behind:
+/// the kernel waits for the answer before the task dies, so a create that
+/// goes ahead is opened, closed by the dying task, and can be deleted.
+#[test]
+fn a_caller_killed_while_its_create_waits_leaves_nothing_behind() {
+    let Some(m) = Mount::new(&["--size", "64M", "--max-nodes", "5", "--delete-wait", "10s"]) else { return };
+    m.sh_ok("touch a b c d");
+    let held = hold(&m.join("a"));
+    std::fs::remove_file(m.join("a")).unwrap();
+    let mut child = std::process::Command::new("touch").arg(m.join("new")).spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || stats_now(&m).held_back.requests == 1),
+        "the create (over the node limit) is held back"
+    );
+    child.kill().unwrap();
+    drop(held);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "touch was killed: {status}");
+    let s = stats_now(&m);
+    assert_eq!((s.held_back.went_ahead, s.nodes.used), (1, 5), "the create went ahead once `a` was released");
+    std::fs::remove_file(m.join("new")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || stats_now(&m).nodes.used == 4),
+        "the killed task's handle was released: {:?}",
+        stats_now(&m).nodes
+    );
+    m.unmount();
+}
+
 #[test]
 fn node_limit_refuses_with_enospc() {
     let Some(m) = Mount::new(&["--size", "64M", "--max-nodes", "50"]) else { return };
