@@ -21,8 +21,8 @@
 //!   buffer and one reply copy (1 MiB each) per worker thread, the append
 //!   buffers faulted in ahead of streaming writers (`storage/spares.rs`,
 //!   4 MiB), the copies of requests held back just after a delete
-//!   (`fuse/deferred.rs`, 1 MiB), and a 6 MiB margin for what can be allocated between two
-//!   readings. Anonymous memory above its share of that baseline and above
+//!   (`fuse/deferred.rs`, 1 MiB), and a 6 MiB margin for what can be
+//!   allocated between two readings. Anonymous memory above its share of that baseline and above
 //!   the charges is memory the allocator holds and cannot return (holes
 //!   between live small allocations); the engine counts it against the
 //!   quota, so resident memory stays within quota + baseline. Before
