@@ -58,17 +58,20 @@ impl Engine {
     pub fn release(&self, fh: Fh) -> Result<()> {
         let handle = self.handles.close(fh).ok_or(FsError::BadHandle)?;
         let node = handle.node;
-        if handle.flags.write {
+        let last = node.opens.fetch_sub(1, Ordering::AcqRel) == 1;
+        // One lock for both: compaction after a write, the orphan mark after
+        // the last close.
+        if handle.flags.write || last {
             let mut st = node.state.write();
-            if let Content::File(f) = &mut st.content {
+            if let (true, Content::File(f)) = (handle.flags.write, &mut st.content) {
                 let before = f.charge();
                 f.compact();
                 let after = f.charge();
                 self.quota.release(before - after);
             }
-        }
-        if node.opens.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.note_orphan(&node, &mut node.state.write());
+            if last {
+                self.note_orphan(&node, &mut st);
+            }
         }
         self.maybe_free(&node);
         Ok(())

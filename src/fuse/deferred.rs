@@ -39,8 +39,9 @@ pub const DELETE_WAIT: Duration = Duration::from_millis(100);
 pub const MAX_WAITING: u64 = 16;
 /// Bytes of request arguments that may be held at once (one write's data).
 pub const HELD_BYTES: u64 = 1 << 20;
-/// How often waiting requests look for newcomers and deadlines when no
-/// release wakes them.
+/// How often the thread looks for newcomers and deadlines when no release
+/// wakes it (a waiting request is tried again only after a release, or
+/// once more when its wait ends).
 const SLICE: Duration = Duration::from_millis(1);
 
 /// What one attempt at a held-back request did.
@@ -63,6 +64,8 @@ struct Waiting {
     since: Instant,
     bytes: u64,
     attempt: Attempt,
+    /// Releases counted when it was last tried (`None`: not yet tried).
+    tried: Option<u64>,
 }
 
 /// Counts of held-back requests since mount.
@@ -137,7 +140,7 @@ impl Deferred {
             c.give_back(bytes);
             return Err(attempt);
         };
-        match queue.send(Waiting { op, since: Instant::now(), bytes, attempt }) {
+        match queue.send(Waiting { op, since: Instant::now(), bytes, attempt, tried: None }) {
             Ok(()) => {
                 c.waited.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -180,6 +183,11 @@ fn serve(engine: &Engine, wait: Duration, incoming: &Receiver<Waiting>, counts: 
         let now = Instant::now();
         waiting.retain_mut(|w| {
             let last = !pending || now.duration_since(w.since) >= wait;
+            // Nothing released since the last try: it would be refused again.
+            if !last && w.tried == Some(seen) {
+                return true;
+            }
+            w.tried = Some(seen);
             // A panic drops the request's reply unsent, which answers EIO.
             let outcome = catch_unwind(AssertUnwindSafe(|| (w.attempt)(engine, last))).unwrap_or(Outcome::Refused);
             match outcome {
