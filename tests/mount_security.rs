@@ -1,6 +1,8 @@
 //! Security defaults of a mounted scratchfs: other users are kept out
 //! without `--allow-other`; with it the kernel enforces modes and ownership
-//! (`default_permissions`); mounts are `nosuid,nodev` so set-uid binaries
+//! (`default_permissions`); without it, on a mount owned by root, the daemon
+//! enforces them for root's tasks that act as another user (`setfsuid(2)`)
+//! or without their capabilities; mounts are `nosuid,nodev` so set-uid binaries
 //! and device nodes copied in gain nothing (each checked against a mount
 //! that asks for `suid,dev`, so the checks would notice); and the daemon
 //! holds no host path but its own descriptors, with `/` as its directory.
@@ -255,4 +257,188 @@ fn the_daemon_does_not_keep_descriptors_it_inherited() {
     eprintln!("daemon descriptors with an inherited one on {host}: {fds:?}");
     assert!(!fds.contains(&host), "the daemon keeps the caller's descriptor on {host} open for its whole life");
     assert!(bg.stop());
+}
+
+/// Runs `f` on a thread of its own whose filesystem ids are nobody's.
+/// `setfsuid(2)` changes only the calling thread, keeps its real, effective
+/// and saved ids (so a mount only root may enter still lets it in) and
+/// drops its capabilities that override file modes: the kernel then
+/// checks it as nobody wherever it checks.
+fn as_fs_nobody<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain system calls on this thread's credentials.
+            unsafe {
+                libc::setfsgid(NOBODY);
+                libc::setfsuid(NOBODY);
+                assert_eq!(libc::setfsuid(u32::MAX), NOBODY as i32, "setfsuid took effect");
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Runs `f` on a thread of its own that keeps root's ids but has dropped
+/// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its effective set.
+fn as_root_without_dac_override<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // A version 3 header (version, pid 0: this thread) and two sets
+            // of (effective, permitted, inheritable) words.
+            let mut header: [u32; 2] = [0x2008_0522, 0];
+            let mut data = [0u32; 6];
+            // SAFETY: capget/capset on this thread with buffers of the sizes version 3 uses.
+            unsafe {
+                assert_eq!(libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()), 0);
+                data[0] &= !(1 << 1 | 1 << 2); // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+                assert_eq!(libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()), 0);
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn without_allow_other_the_daemon_checks_permissions_for_roots_tasks() {
+    // A mount only root can enter is mounted without default_permissions
+    // (docs/design.md, "Who checks permissions"): the daemon decides, by
+    // the ids and capabilities of the task behind each request.
+    let Some(m) = Mount::new(&["--size", "16M"]) else { return };
+    assert!(!mount_options(&m.path).iter().any(|o| o == "default_permissions"), "{:?}", mount_options(&m.path));
+    // Linux's protected_hardlinks rule is applied only where the sysctl is on (Debian's default).
+    assert_eq!(std::fs::read_to_string("/proc/sys/fs/protected_hardlinks").unwrap().trim(), "1");
+    let mode = |p: &str, bits: u32| std::fs::set_permissions(m.join(p), std::fs::Permissions::from_mode(bits)).unwrap();
+    m.sh_ok(
+        "mkdir d755 d711 d700 d1777 d777 d777/sub && echo secret > f600 && echo public > f644 && echo open > f666 \
+             && echo inner > d700/f && echo listed > d711/f && echo roots > d1777/roots && : > f000",
+    );
+    for (p, bits) in [
+        ("d755", 0o755),
+        ("d711", 0o711),
+        ("d700", 0o700),
+        ("d1777", 0o1777),
+        ("d777", 0o777),
+        ("d777/sub", 0o755),
+        ("f600", 0o600),
+        ("f644", 0o644),
+        ("f666", 0o666),
+        ("f000", 0o000),
+    ] {
+        mode(p, bits);
+    }
+    let p = |rel: &str| m.join(rel);
+    let when = filetime_explicit();
+    let got = as_fs_nobody(|| {
+        use std::fs;
+        let write = |rel: &str| fs::OpenOptions::new().write(true).open(p(rel));
+        let eacces = Some(libc::EACCES);
+        let eperm = Some(libc::EPERM);
+        // Refused: each would succeed for root (checked below).
+        let refused = [
+            ("create in d755", errno_of(fs::write(p("d755/x"), b"x")), eacces),
+            ("mkdir in d755", errno_of(fs::create_dir(p("d755/sub"))), eacces),
+            ("read f600", errno_of(fs::read(p("f600"))), eacces),
+            ("write f644", errno_of(write("f644")), eacces),
+            ("truncate f644", errno_of(truncate(&p("f644"))), eacces),
+            ("touch f644", errno_of(touch(&p("f644"), None)), eacces),
+            ("set times of f666", errno_of(touch(&p("f666"), Some(when))), eperm),
+            ("chmod f644", errno_of(fs::set_permissions(p("f644"), fs::Permissions::from_mode(0o666))), eperm),
+            ("chown f644", errno_of(std::os::unix::fs::chown(p("f644"), Some(NOBODY), None)), eperm),
+            ("unlink in d711", errno_of(fs::remove_file(p("d711/f"))), eacces),
+            ("move root's directory to another", errno_of(fs::rename(p("d777/sub"), p("d1777/sub"))), eacces),
+            ("rename out of d711", errno_of(fs::rename(p("d711/f"), p("d1777/moved"))), eacces),
+            ("list d711", errno_of(fs::read_dir(p("d711")).and_then(|mut d| d.next().transpose())), eacces),
+            ("unlink root's file in d1777", errno_of(fs::remove_file(p("d1777/roots"))), eperm),
+            ("set user xattr of f644", errno_of(setxattr(&p("f644"))), eacces),
+            ("set user xattr of root's sticky d1777", errno_of(setxattr(&p("d1777"))), eperm),
+            ("hard link to root's f600", errno_of(fs::hard_link(p("f600"), p("d1777/l600"))), eperm),
+            ("access W_OK to f644", errno_of(eaccess(&p("f644"), libc::W_OK)), eacces),
+        ];
+        // Allowed.
+        let allowed = [
+            ("read f644", fs::read(p("f644")).map(|_| ())),
+            ("read through d711", fs::read(p("d711/f")).map(|_| ())),
+            ("write f666", write("f666").map(|_| ())),
+            ("touch f666", touch(&p("f666"), None)),
+            ("create in d1777", fs::write(p("d1777/mine"), b"mine")),
+            ("chmod own file", fs::set_permissions(p("d1777/mine"), fs::Permissions::from_mode(0o600))),
+            ("set user xattr of own file", setxattr(&p("d1777/mine"))),
+            ("hard link to root's f666", fs::hard_link(p("f666"), p("d1777/l666"))),
+            ("access R_OK to f644", eaccess(&p("f644"), libc::R_OK)),
+        ];
+        (refused, allowed.map(|(what, r)| (what, r.err().map(|e| e.to_string()))))
+    });
+    let (refused, allowed) = got;
+    for (what, got, want) in refused {
+        assert_eq!(got, want, "{what} as nobody: errno {got:?}, want {want:?}");
+    }
+    for (what, err) in allowed {
+        assert_eq!(err, None, "{what} as nobody");
+    }
+    assert_eq!(std::fs::metadata(p("d1777/mine")).unwrap().uid(), NOBODY, "created with the caller's fsuid");
+    // A lookup through a directory nobody may not search (with the kernel's
+    // cached entries dropped first, so the walk reaches the daemon).
+    std::fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
+    let walk = as_fs_nobody(|| errno_of(std::fs::metadata(p("d700/f"))));
+    assert_eq!(walk, Some(libc::EACCES), "path walk through d700 as nobody");
+    // Root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH is held to the mode bits too.
+    let bare =
+        as_root_without_dac_override(|| (errno_of(std::fs::read(p("f000"))), errno_of(std::fs::read(p("f600")))));
+    assert_eq!(bare, (Some(libc::EACCES), None), "root without DAC override: f000 refused, own f600 allowed");
+    // Root with its capabilities does all of it.
+    m.sh_ok(
+        "cat f000 f600 d700/f >/dev/null && echo x >> f644 && touch d755/x && mv d711/f d1777/moved \
+             && rm d1777/roots && chmod 600 f644 && ls d711 >/dev/null",
+    );
+    assert_eq!(std::fs::read(p("f644")).unwrap(), b"public\nx\n");
+    assert!(m.unmount().success());
+    // Asked for, the kernel checks instead.
+    let Some(m) = Mount::new(&["--size", "16M", "-o", "default_permissions"]) else { return };
+    assert!(mount_options(&m.path).iter().any(|o| o == "default_permissions"), "{:?}", mount_options(&m.path));
+    assert!(m.unmount().success());
+}
+
+fn cpath(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).unwrap()
+}
+
+fn check(rc: i32) -> std::io::Result<()> {
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+fn truncate(p: &Path) -> std::io::Result<()> {
+    // SAFETY: a valid C path.
+    check(unsafe { libc::truncate(cpath(p).as_ptr(), 0) })
+}
+
+fn filetime_explicit() -> libc::timespec {
+    libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 }
+}
+
+/// `utimensat(2)`: both times "now" without `when`, else both `when`.
+fn touch(p: &Path, when: Option<libc::timespec>) -> std::io::Result<()> {
+    let now = libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW };
+    let t = [when.unwrap_or(now); 2];
+    // SAFETY: a valid C path and two timespecs.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, cpath(p).as_ptr(), t.as_ptr(), 0) })
+}
+
+fn setxattr(p: &Path) -> std::io::Result<()> {
+    // SAFETY: a valid C path, name and value.
+    check(unsafe { libc::setxattr(cpath(p).as_ptr(), c"user.test".as_ptr(), b"v".as_ptr().cast(), 1, 0) })
+}
+
+/// `faccessat(AT_EACCESS)`: checked with the filesystem ids, as the kernel
+/// forwards them.
+fn eaccess(p: &Path, mode: i32) -> std::io::Result<()> {
+    // SAFETY: a valid C path.
+    check(unsafe { libc::faccessat(libc::AT_FDCWD, cpath(p).as_ptr(), mode, libc::AT_EACCESS) })
 }

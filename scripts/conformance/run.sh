@@ -13,7 +13,9 @@
 #    users) and a 1G tmpfs, runs pjdfstest.sh on each, then the 13 EROFS
 #    cases on each (with `mount` -> `mount -i` on PATH: a FUSE mount cannot be
 #    remounted through the mount.fuse3 helper), and prints the scores side by
-#    side. Fails if any case fails on scratchfs that does not fail on tmpfs.
+#    side; then the main suite again on a scratchfs whose daemon checks
+#    permissions (--test-daemon-permissions, as on a mount only root can
+#    enter). Fails if any case fails on scratchfs that does not fail on tmpfs.
 # 3. fsx: for each storage mode a fresh scratchfs mount (1G); fsx.sh on
 #    several seeds (at most CONFORMANCE_JOBS at a time, one file each), then
 #    checks the quota is back to an empty filesystem's and nothing was
@@ -196,12 +198,20 @@ pjdfstest_phase() {
     PATH="$work/shim:$PATH" PJDFSTEST_ALLOW_REMOUNT=1 pjd "pjdfstest-erofs-$t" "$dir" erofs
   done
 
-  local row s_main t_main s_ero t_ero
+  # The same suite with the daemon checking permissions (as on a mount only
+  # root can enter; --allow-other here, because pjdfstest switches users).
+  local ddir
+  ddir=$(pjd_dir dchecks)
+  mount_scratchfs "$ddir" pjd-scratchfs-daemon-checks --allow-other --test-daemon-permissions || return 1
+  pjd "pjdfstest-daemon-checks-scratchfs" "$ddir"
+
+  local row s_main t_main s_ero t_ero d_main
+  d_main=$(pjd_score "$work/logs/pjdfstest-daemon-checks-scratchfs.log")
   s_main=$(pjd_score "$work/logs/pjdfstest-scratchfs.log")
   t_main=$(pjd_score "$work/logs/pjdfstest-tmpfs.log")
   s_ero=$(pjd_score "$work/logs/pjdfstest-erofs-scratchfs.log")
   t_ero=$(pjd_score "$work/logs/pjdfstest-erofs-tmpfs.log")
-  for row in "$s_main" "$t_main" "$s_ero" "$t_ero"; do
+  for row in "$s_main" "$t_main" "$s_ero" "$t_ero" "$d_main"; do
     if [ -z "$row" ]; then
       echo "pjdfstest: a run left no summary:" >&2
       tail -n 5 "$work"/logs/pjdfstest*.out >&2
@@ -219,6 +229,7 @@ pjdfstest_phase() {
   printf '  %-22s %-40s %s\n' "suite (remount off)" "$(pjd_fmt "$s_main")" "$(pjd_fmt "$t_main")"
   printf '  %-22s %-40s %s\n' "erofs (remount ro)" "$(pjd_fmt "$s_ero")" "$(pjd_fmt "$t_ero")"
   printf '  %-22s %-40s %s\n' "total" "$(both "$s_main" "$s_ero")" "$(both "$t_main" "$t_ero")"
+  printf '  %-22s %-40s\n' "suite, daemon checks" "$(pjd_fmt "$d_main")"
 
   pjd_failed "$work"/logs/pjdfstest-*scratchfs.log >"$work/logs/failed-scratchfs"
   pjd_failed "$work"/logs/pjdfstest-*tmpfs.log >"$work/logs/failed-tmpfs"
@@ -234,6 +245,7 @@ pjdfstest_phase() {
     failed=1
   fi
   unmount_scratchfs "$sdir" pjd-scratchfs
+  unmount_scratchfs "$ddir" pjd-scratchfs-daemon-checks
   unmount "$tdir"
   echo "pjdfstest: $([ "$failed" -eq 0 ] && echo OK || echo FAILED) in $(elapsed "$start")"
   return "$failed"

@@ -141,8 +141,9 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub foreground: bool,
     /// Mount options, comma-separated: size=, nr_inodes=, mode=, uid=, gid=, allow_other, ro,
-    /// the options above as key=value, and the kernel flags suid/nosuid, dev/nodev,
-    /// exec/noexec, atime/noatime.
+    /// default_permissions (the kernel checks permissions even on a mount only root can
+    /// enter, where the daemon otherwise does), the options above as key=value, and the
+    /// kernel flags suid/nosuid, dev/nodev, exec/noexec, atime/noatime.
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
     /// Let other users in (file permissions still apply).
@@ -172,6 +173,11 @@ pub struct MountArgs {
     /// Test hook: make requests naming this entry panic.
     #[arg(long, hide = true)]
     pub test_panic_on_name: Option<String>,
+    /// Test hook: check permissions in the daemon even with --allow-other
+    /// (conformance runs switch users), where a path the kernel has cached
+    /// is not checked again for another user.
+    #[arg(long, hide = true)]
+    pub test_daemon_permissions: bool,
 }
 
 /// Every setting, defaults not yet applied where they depend on the machine.
@@ -195,6 +201,9 @@ pub struct Settings {
     pub delete_wait: Option<Duration>,
     pub foreground: bool,
     pub allow_other: bool,
+    /// `-o default_permissions`: have the kernel check permissions even on
+    /// a mount only root can enter.
+    pub default_permissions: bool,
     pub read_only: bool,
     pub suid: bool,
     pub dev: bool,
@@ -207,6 +216,7 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub auto_unmount: bool,
     pub panic_on_name: Option<String>,
+    pub daemon_permissions: bool,
     /// `-o remount`: change an existing mount instead of creating one.
     pub remount: bool,
     /// Engine settings given (a remount cannot change them).
@@ -269,6 +279,7 @@ const MOUNT_ONLY_OPTIONS: &[&str] = &[
     "relatime",
     "strictatime",
     "allow_other",
+    "default_permissions",
     "log_file",
     "pid_file",
 ];
@@ -291,7 +302,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "diratime",
     "lazytime",
     "nolazytime",
-    "default_permissions",
     "auto_unmount",
 ];
 
@@ -332,6 +342,7 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
         "log_file" => s.log_file = Some(PathBuf::from(need(value)?)),
         "pid_file" => s.pid_file = Some(PathBuf::from(need(value)?)),
         "allow_other" => s.allow_other = true,
+        "default_permissions" => s.default_permissions = true,
         "ro" => s.read_only = true,
         "rw" => s.read_only = false,
         "suid" => s.suid = true,
@@ -393,6 +404,7 @@ impl MountArgs {
             s.auto_unmount = false;
         }
         s.panic_on_name.clone_from(&self.test_panic_on_name);
+        s.daemon_permissions |= self.test_daemon_permissions;
         if s.threads == Some(0) {
             return Err("invalid thread count 0: need at least one request-handling thread".to_owned());
         }
@@ -419,6 +431,9 @@ mod tests {
         assert_eq!(s.size, Some(SizeSpec::Bytes(1 << 30)));
         assert_eq!(s.max_nodes, Some(102_400));
         assert_eq!((s.mode, s.uid, s.allow_other), (Some(0o755), Some(5), true));
+        assert!(!s.default_permissions);
+        let s = settings(&["none", "/mnt/x", "-o", "default_permissions,noauto"]).unwrap();
+        assert!(s.default_permissions && !s.engine_settings_given, "a mount option, not an engine setting");
     }
 
     #[test]

@@ -109,12 +109,19 @@ impl Plan {
         // woken by the kernel for each request, which costs what polling
         // saves (docs/performance.md): one worker, unless asked for more.
         let threads = s.threads.unwrap_or(if busy_poll { 1 } else { cpus });
+        // On a mount only root can enter, every caller has root's override
+        // of the mode bits, and the kernel's own checks cost a round trip
+        // after each change to a directory: the daemon checks instead
+        // (docs/design.md, "Who checks permissions").
+        let kernel_permissions =
+            !s.daemon_permissions && (s.allow_other || s.default_permissions || !crate::fuse::mount::owned_by_root());
         Ok(Plan {
             engine,
             mount: MountConfig {
                 mountpoint,
                 fsname: s.source.filter(|x| !x.is_empty() && x != "none").unwrap_or_else(|| "scratchfs".to_owned()),
                 allow_other: s.allow_other,
+                kernel_permissions,
                 read_only: s.read_only,
                 suid: s.suid,
                 dev: s.dev,
@@ -134,6 +141,7 @@ impl Plan {
                 busy_poll,
                 cpu_latency: s.cpu_latency,
                 delete_wait: s.delete_wait.unwrap_or(crate::fuse::DELETE_WAIT),
+                check_access: !kernel_permissions,
             },
         })
     }
@@ -295,7 +303,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
     let device = crate::fuse::mount::mount_device(&mp);
     drop(plan.mount_lock.take());
     let fs = FuseFs::new(engine.clone(), plan.adapter.clone());
-    let (session, watcher) = match mounted.start(fs, plan.threads, plan.mount.allow_other) {
+    let (session, watcher) = match mounted.start(fs, plan.threads) {
         Ok(s) => s,
         Err(e) => {
             let _ = unmount(&mp);

@@ -69,8 +69,11 @@ pub enum FsError {
     NameTooLong,
     /// An argument is invalid (bad name, bad flag, moving a directory into itself...).
     InvalidArgument,
-    /// The operation is not permitted (hard link to a directory...).
+    /// The operation is not permitted (hard link to a directory, chmod of
+    /// another user's file...).
     NotPermitted,
+    /// The mode bits deny the caller this access.
+    AccessDenied,
     /// Unknown or wrong kind of handle.
     BadHandle,
     /// Offset or size beyond the maximum file size.
@@ -113,6 +116,7 @@ impl fmt::Display for FsError {
             FsError::NameTooLong => "name too long",
             FsError::InvalidArgument => "invalid argument",
             FsError::NotPermitted => "operation not permitted",
+            FsError::AccessDenied => "permission denied",
             FsError::BadHandle => "bad file handle",
             FsError::FileTooLarge => "file too large",
             FsError::NoData => "no such attribute",

@@ -11,6 +11,7 @@
 //! locks (ancestor first; otherwise ascending ino) -> other node locks
 //! (ascending ino) -> table and handle shard locks -> quota/stats atomics.
 
+pub mod access;
 mod config;
 mod dir;
 mod error;

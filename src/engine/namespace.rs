@@ -77,6 +77,17 @@ impl Engine {
         Ok(st.attr(node.ino, node.kind))
     }
 
+    /// Attributes of `name` in `parent`, without taking a lookup reference
+    /// (for permission checks that depend on what a name refers to).
+    pub fn peek(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        let node = self.resolve(parent, name)?;
+        let st = node.state.read();
+        if st.freed {
+            return Err(FsError::NotFound);
+        }
+        Ok(st.attr(node.ino, node.kind))
+    }
+
     /// Finds `name` in `parent` (`.` and `..` included) without taking a
     /// lookup reference. The node may be unlinked by the time it is used.
     pub(crate) fn resolve(&self, parent: Ino, name: &[u8]) -> Result<Arc<Node>> {

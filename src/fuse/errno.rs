@@ -17,6 +17,7 @@ pub(crate) fn errno(err: &FsError) -> Errno {
         FsError::NameTooLong => Errno::ENAMETOOLONG,
         FsError::InvalidArgument => Errno::EINVAL,
         FsError::NotPermitted => Errno::EPERM,
+        FsError::AccessDenied => Errno::EACCES,
         FsError::BadHandle => Errno::EBADF,
         FsError::FileTooLarge => Errno::EFBIG,
         FsError::NoData => Errno::NO_XATTR,

@@ -16,6 +16,7 @@
 mod busy_poll;
 mod convert;
 mod counters;
+mod creds;
 mod deferred;
 mod errno;
 pub mod mount;
@@ -38,12 +39,14 @@ use fuser::{
     WriteFlags,
 };
 
+use crate::engine::access::{self, EXEC, READ, WRITE};
 use crate::engine::{
     Caller, Engine, Fallocate, Fh, FsError, Ino, OpenFlags, RenameMode, SetAttr, WriteOptions, XattrSet,
 };
 use crate::storage::Seek;
 use convert::{TTL, file_attr, file_type, kernel_time, negative_attr, set_time};
 use counters::{Op, Requests};
+use creds::RequestCreds;
 use deferred::{Attempt, Deferred, Outcome};
 pub use deferred::{DELETE_WAIT, HELD_BYTES};
 
@@ -65,6 +68,9 @@ pub struct AdapterOptions {
     /// Longest time a request refused just after a delete waits for the
     /// deleted node's memory (`deferred.rs`); zero refuses at once.
     pub delete_wait: Duration,
+    /// Check permissions here: the mount has no `default_permissions`, so
+    /// the kernel does not (`docs/design.md`, "Who checks permissions").
+    pub check_access: bool,
 }
 
 /// A `fuser::Filesystem` over an [`Engine`].
@@ -234,6 +240,106 @@ impl FuseFs {
         }
     }
 
+    /// The caller's credentials, where this adapter checks permissions.
+    fn creds(&self, req: &Request) -> Option<RequestCreds> {
+        self.opts.check_access.then(|| RequestCreds::new(req.uid(), req.gid(), req.pid()))
+    }
+
+    /// Checks that the caller may access `i` for `mask` (`engine::access`),
+    /// where the kernel leaves that to this adapter.
+    fn permit(&self, creds: Option<&RequestCreds>, i: Ino, mask: u32) -> Result<(), FsError> {
+        match creds {
+            Some(c) => access::check(&self.engine.getattr(i)?, c, mask),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that the caller may remove `name` from `dir`: write and
+    /// search permission on `dir`, and the sticky-directory rule.
+    fn permit_delete(&self, req: &Request, dir: Ino, name: &[u8]) -> Result<(), FsError> {
+        match self.creds(req) {
+            Some(c) => self.permit_removal(&c, dir, name),
+            None => Ok(()),
+        }
+    }
+
+    fn permit_removal(&self, c: &RequestCreds, dir: Ino, name: &[u8]) -> Result<(), FsError> {
+        let d = self.engine.getattr(dir)?;
+        access::check(&d, c, WRITE | EXEC)?;
+        match self.engine.peek(dir, name) {
+            Ok(victim) => access::check_sticky(&d, &victim, c),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Checks that the caller may add or remove entries of `dir`.
+    fn permit_entries(&self, req: &Request, dir: Ino) -> Result<(), FsError> {
+        self.permit(self.creds(req).as_ref(), dir, WRITE | EXEC)
+    }
+
+    /// Checks a CREATE: a new name needs write and search permission on
+    /// `parent`; an existing file (no `O_EXCL`) is opened, and needs what
+    /// an open with `flags` needs.
+    fn permit_create(&self, req: &Request, parent: Ino, name: &[u8], flags: i32) -> Result<(), FsError> {
+        let Some(c) = self.creds(req) else { return Ok(()) };
+        self.permit(Some(&c), parent, EXEC)?;
+        match self.engine.peek(parent, name) {
+            Ok(a) if flags & libc::O_EXCL == 0 => access::check(&a, &c, access::open_mask(flags)),
+            Ok(_) => Err(FsError::Exists),
+            Err(_) => self.permit(Some(&c), parent, WRITE | EXEC),
+        }
+    }
+
+    /// Checks a RENAME: write and search permission on both directories,
+    /// and write permission on a directory that moves to another parent
+    /// (its `..` changes; both, for an exchange), as Linux's `vfs_rename`
+    /// asks; the sticky-directory rule for the entry moved and the one
+    /// replaced.
+    fn permit_rename(
+        &self,
+        req: &Request,
+        (parent, name): (Ino, &[u8]),
+        (newparent, newname): (Ino, &[u8]),
+        exchange: bool,
+    ) -> Result<(), FsError> {
+        let Some(c) = self.creds(req) else { return Ok(()) };
+        self.permit_removal(&c, parent, name)?;
+        match self.engine.peek(newparent, newname) {
+            Ok(_) => self.permit_removal(&c, newparent, newname)?,
+            Err(_) => self.permit(Some(&c), newparent, WRITE | EXEC)?,
+        }
+        if newparent != parent {
+            let moved: &[(Ino, &[u8])] =
+                if exchange { &[(parent, name), (newparent, newname)] } else { &[(parent, name)] };
+            for &(dir, n) in moved {
+                if let Ok(a) = self.engine.peek(dir, n)
+                    && a.kind == crate::engine::FileKind::Directory
+                {
+                    access::check(&a, &c, WRITE)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks access to the extended attribute `name` of `i` (read or write
+    /// permission on the node, for the namespaces that need it; writes on a
+    /// sticky directory only by its owner).
+    fn permit_xattr(&self, req: &Request, i: Ino, name: &[u8], mask: u32) -> Result<(), FsError> {
+        let Some(c) = self.creds(req).filter(|_| access::xattr_needs_permission(name)) else { return Ok(()) };
+        let a = self.engine.getattr(i)?;
+        if mask & WRITE != 0 { access::check_xattr_write(&a, &c) } else { access::check(&a, &c, mask) }
+    }
+
+    /// Checks a LINK: write and search permission on `newparent`, and
+    /// Linux's `fs.protected_hardlinks` rule for the node linked.
+    fn permit_link(&self, req: &Request, i: Ino, newparent: Ino) -> Result<(), FsError> {
+        let Some(c) = self.creds(req) else { return Ok(()) };
+        self.permit(Some(&c), newparent, WRITE | EXEC)?;
+        let protected = || std::fs::read("/proc/sys/fs/protected_hardlinks").is_ok_and(|v| v.trim_ascii() != b"0");
+        access::check_hardlink_source(&self.engine.getattr(i)?, &c, protected)
+    }
+
     fn reply_entry(reply: ReplyEntry, op: &str, r: Result<crate::engine::Attr, FsError>) {
         match r {
             Ok(a) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&a), GENERATION),
@@ -386,10 +492,13 @@ impl Filesystem for FuseFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.count(Op::Lookup, 0);
         self.run("lookup", || {
             self.maybe_panic(bytes(name));
+            if let Err(e) = self.permit(self.creds(req).as_ref(), ino(parent), EXEC) {
+                return fail!(reply, "lookup", e);
+            }
             match self.engine.lookup(ino(parent), bytes(name)) {
                 Ok(a) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&a), GENERATION),
                 // A negative entry: the kernel caches the miss.
@@ -423,7 +532,7 @@ impl Filesystem for FuseFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -432,7 +541,7 @@ impl Filesystem for FuseFs {
     ) {
         self.count(Op::Setattr, 0);
         self.run("setattr", || {
-            let set = SetAttr {
+            let mut set = SetAttr {
                 mode,
                 uid,
                 gid,
@@ -441,8 +550,15 @@ impl Filesystem for FuseFs {
                 mtime: mtime.map(set_time),
                 ctime: ctime.map(kernel_time),
             };
-            // Growing a file can be refused.
             let (i, who) = (ino(i), caller(req));
+            if let Some(c) = self.creds(req) {
+                let checked =
+                    self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some()));
+                if let Err(e) = checked {
+                    return fail!(reply, "setattr", e);
+                }
+            }
+            // Growing a file can be refused.
             self.allocating(
                 "setattr",
                 &set,
@@ -477,6 +593,9 @@ impl Filesystem for FuseFs {
         self.run("mknod", || {
             self.maybe_panic(bytes(name));
             let (parent, who) = (ino(parent), caller(req));
+            if let Err(e) = self.permit_entries(req, parent) {
+                return fail!(reply, "mknod", e);
+            }
             self.allocating(
                 "mknod",
                 bytes(name),
@@ -491,6 +610,9 @@ impl Filesystem for FuseFs {
         self.run("mkdir", || {
             self.maybe_panic(bytes(name));
             let (parent, who) = (ino(parent), caller(req));
+            if let Err(e) = self.permit_entries(req, parent) {
+                return fail!(reply, "mkdir", e);
+            }
             self.allocating(
                 "mkdir",
                 bytes(name),
@@ -500,14 +622,24 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.count(Op::Unlink, 0);
-        self.run("unlink", || Self::reply_empty(reply, "unlink", self.engine.unlink(ino(parent), bytes(name))));
+        self.run("unlink", || {
+            let r = self
+                .permit_delete(req, ino(parent), bytes(name))
+                .and_then(|()| self.engine.unlink(ino(parent), bytes(name)));
+            Self::reply_empty(reply, "unlink", r)
+        });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.count(Op::Rmdir, 0);
-        self.run("rmdir", || Self::reply_empty(reply, "rmdir", self.engine.rmdir(ino(parent), bytes(name))));
+        self.run("rmdir", || {
+            let r = self
+                .permit_delete(req, ino(parent), bytes(name))
+                .and_then(|()| self.engine.rmdir(ino(parent), bytes(name)));
+            Self::reply_empty(reply, "rmdir", r)
+        });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -515,6 +647,9 @@ impl Filesystem for FuseFs {
         self.run("symlink", || {
             let target = target.as_os_str().as_bytes().to_vec();
             let (parent, who) = (ino(parent), caller(req));
+            if let Err(e) = self.permit_entries(req, parent) {
+                return fail!(reply, "symlink", e);
+            }
             self.allocating(
                 "symlink",
                 bytes(link_name),
@@ -526,7 +661,7 @@ impl Filesystem for FuseFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -545,8 +680,12 @@ impl Filesystem for FuseFs {
             } else {
                 return reply.error(Errno::EINVAL);
             };
-            let newname = bytes(newname).to_vec();
             let (parent, newparent) = (ino(parent), ino(newparent));
+            let exchange = mode == RenameMode::Exchange;
+            if let Err(e) = self.permit_rename(req, (parent, bytes(name)), (newparent, bytes(newname)), exchange) {
+                return fail!(reply, "rename", e);
+            }
+            let newname = bytes(newname).to_vec();
             self.allocating(
                 "rename",
                 bytes(name),
@@ -556,10 +695,13 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         self.count(Op::Link, 0);
         self.run("link", || {
             let (i, newparent) = (ino(i), ino(newparent));
+            if let Err(e) = self.permit_link(req, i, newparent) {
+                return fail!(reply, "link", e);
+            }
             self.allocating(
                 "link",
                 bytes(newname),
@@ -571,10 +713,15 @@ impl Filesystem for FuseFs {
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         self.count(Op::Open, 0);
-        self.run("open", || match self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &caller(req)) {
-            // Keep the page cache: nothing changes the file behind the kernel's back.
-            Ok(fh) => reply.opened(FileHandle(fh.0), open_flags(flags.0)),
-            Err(e) => fail!(reply, "open", e),
+        self.run("open", || {
+            let r = self
+                .permit(self.creds(req).as_ref(), ino(i), access::open_mask(flags.0))
+                .and_then(|()| self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &caller(req)));
+            match r {
+                // Keep the page cache: nothing changes the file behind the kernel's back.
+                Ok(fh) => reply.opened(FileHandle(fh.0), open_flags(flags.0)),
+                Err(e) => fail!(reply, "open", e),
+            }
         });
     }
 
@@ -675,9 +822,12 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.count(Op::Readdir, 0);
         self.run("readdir", || {
+            if let Err(e) = self.permit(self.creds(req).as_ref(), ino(i), READ) {
+                return fail!(reply, "readdir", e);
+            }
             let r = self.engine.readdir(ino(i), offset, |d| {
                 reply.add(INodeNo(d.ino.0), d.cookie, file_type(d.kind), OsStr::from_bytes(d.name))
             });
@@ -688,9 +838,12 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn readdirplus(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.count(Op::Readdirplus, 0);
         self.run("readdirplus", || {
+            if let Err(e) = self.permit(self.creds(req).as_ref(), ino(i), READ) {
+                return fail!(reply, "readdirplus", e);
+            }
             let r = self.engine.readdirplus(ino(i), offset, |d, attr| {
                 let name = OsStr::from_bytes(d.name);
                 match attr {
@@ -756,7 +909,7 @@ impl Filesystem for FuseFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -776,6 +929,9 @@ impl Filesystem for FuseFs {
                 f if f == libc::XATTR_CREATE | libc::XATTR_REPLACE => XattrSet::CreateAndReplace,
                 _ => return reply.error(Errno::EINVAL),
             };
+            if let Err(e) = self.permit_xattr(req, ino(i), bytes(name), WRITE) {
+                return fail!(reply, "setxattr", e);
+            }
             let (i, name) = (ino(i), bytes(name).to_vec());
             self.allocating(
                 "setxattr",
@@ -786,10 +942,12 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.count(Op::Getxattr, 0);
         self.run("getxattr", || {
-            let r = if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
+            let r = if let Err(e) = self.permit_xattr(req, ino(i), bytes(name), READ) {
+                Err(e)
+            } else if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 self.settle_in_flight();
                 Ok(self.stats_json())
             } else {
@@ -804,13 +962,16 @@ impl Filesystem for FuseFs {
         self.run("listxattr", || Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i))));
     }
 
-    fn removexattr(&self, _req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.count(Op::Removexattr, 0);
         self.run("removexattr", || {
             if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 return reply.error(Errno::EPERM);
             }
-            Self::reply_empty(reply, "removexattr", self.engine.removexattr(ino(i), bytes(name)));
+            let r = self
+                .permit_xattr(req, ino(i), bytes(name), WRITE)
+                .and_then(|()| self.engine.removexattr(ino(i), bytes(name)));
+            Self::reply_empty(reply, "removexattr", r);
         });
     }
 
@@ -849,10 +1010,14 @@ impl Filesystem for FuseFs {
         reply.error(Errno::ENOSYS);
     }
 
-    fn access(&self, _req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // Mounted with default_permissions, the kernel checks access itself.
+    fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Mounted with default_permissions, the kernel checks access itself
+        // and never asks.
         self.count(Op::Access, 0);
-        reply.ok();
+        self.run("access", || {
+            let mask = u32::try_from(mask.bits()).unwrap_or(0);
+            Self::reply_empty(reply, "access", self.permit(self.creds(req).as_ref(), ino(i), mask))
+        });
     }
 
     fn create(
@@ -871,6 +1036,9 @@ impl Filesystem for FuseFs {
             let raw_flags = flags;
             let flags = OpenFlags::from_libc(flags);
             let (parent, who) = (ino(parent), caller(req));
+            if let Err(e) = self.permit_create(req, parent, bytes(name), raw_flags) {
+                return fail!(reply, "create", e);
+            }
             self.allocating(
                 "create",
                 bytes(name),

@@ -33,6 +33,9 @@ pub struct MountConfig {
     pub fsname: String,
     /// Let other users in (`allow_other`); permissions still apply.
     pub allow_other: bool,
+    /// Have the kernel check permissions (`default_permissions`). Without
+    /// it the daemon must check them itself.
+    pub kernel_permissions: bool,
     /// Mount read-only.
     pub read_only: bool,
     /// Honour set-uid bits (default: `nosuid`).
@@ -76,6 +79,15 @@ pub fn fusermount() -> Option<PathBuf> {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether a mount made now by this process is owned by root (the kernel's
+/// `user_id` is the real uid, here and in `fusermount3`): without
+/// `allow_other`, only tasks whose real, effective and saved ids are all
+/// root's may then enter it.
+pub fn owned_by_root() -> bool {
+    // SAFETY: getuid/getgid have no preconditions.
+    unsafe { libc::getuid() == 0 && libc::getgid() == 0 }
 }
 
 fn cstring(p: &Path) -> io::Result<CString> {
@@ -148,7 +160,9 @@ impl MountConfig {
         if self.noatime {
             o.push("noatime".to_owned());
         }
-        o.push("default_permissions".to_owned());
+        if self.kernel_permissions {
+            o.push("default_permissions".to_owned());
+        }
         if self.allow_other {
             o.push("allow_other".to_owned());
         }
@@ -173,10 +187,13 @@ impl MountConfig {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let mut data = format!(
-            "fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions",
+            "fd={},rootmode={:o},user_id={uid},group_id={gid}",
             fd.as_raw_fd(),
             libc::S_IFDIR | (self.root_mode & 0o7777)
         );
+        if self.kernel_permissions {
+            data.push_str(",default_permissions");
+        }
         if self.allow_other {
             data.push_str(",allow_other");
         }
@@ -334,7 +351,7 @@ impl Mounted {
 
     /// Completes the FUSE handshake; requests are then queued by the kernel
     /// until [`Session::run`] serves them, so the mount is usable.
-    pub fn start(self, mut fs: FuseFs, threads: usize, allow_other: bool) -> io::Result<(Session<FuseFs>, Watcher)> {
+    pub fn start(self, mut fs: FuseFs, threads: usize) -> io::Result<(Session<FuseFs>, Watcher)> {
         let mut config = Config::default();
         let n = threads.max(1);
         config.n_threads = Some(n);
@@ -342,7 +359,12 @@ impl Mounted {
         // fuser's last worker thread reads this descriptor (the others read
         // clones of it), and fuser names its workers fuser-0, fuser-1, ...
         fs.attach_device(self.fd.as_fd(), &format!("fuser-{}", n.saturating_sub(1)));
-        let acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
+        // The kernel decides who may enter (`allow_other`, or tasks whose
+        // real, effective and saved ids are the owner's); fuser's own filter
+        // would compare the request's filesystem uid instead, and refuse a
+        // root task that has switched it with setfsuid(2) (which the
+        // kernel's checks, or ours, then judge by that uid).
+        let acl = SessionACL::All;
         let notifier = fs.notifier_slot();
         let session = Session::from_fd(fs, self.fd, acl, config)?;
         // Set before any request is served (`Session::run` comes later).

@@ -1,0 +1,395 @@
+//! Who may do what: the POSIX permission rules as Linux applies them, for a
+//! mount on which the kernel does not check them itself (mounted without
+//! `default_permissions`, see `docs/design.md`, "Who checks permissions").
+//!
+//! Pure decisions over a node's attributes and the caller's credentials.
+//! The caller's supplementary groups and capabilities are asked for only
+//! when the mode bits alone do not decide, through [`Credentials`], so a
+//! caller who owns what it touches costs nothing more than a comparison.
+
+use super::{Attr, FileKind, FsError, Result, SetAttr, SetTime};
+
+/// Read permission (for a directory: listing it).
+pub const READ: u32 = 4;
+/// Write permission (for a directory: adding and removing entries).
+pub const WRITE: u32 = 2;
+/// Execute permission (for a directory: searching it).
+pub const EXEC: u32 = 1;
+
+const S_ISGID: u32 = 0o2000;
+const S_ISVTX: u16 = 0o1000;
+
+/// The capabilities that override the rules below (Linux numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Change any file's owner and group.
+    Chown = 0,
+    /// Read, write and search anything (execute: where one execute bit is set).
+    DacOverride = 1,
+    /// Read anything, search any directory.
+    DacReadSearch = 2,
+    /// Act as the owner of any file (mode, times).
+    Fowner = 3,
+    /// Keep set-group-ID when changing the mode of a file of another group.
+    Fsetid = 4,
+}
+
+/// The identity a request acts with.
+pub trait Credentials {
+    /// Filesystem user id.
+    fn uid(&self) -> u32;
+    /// Whether `gid` is the filesystem group id or one of the supplementary groups.
+    fn in_group(&self, gid: u32) -> bool;
+    /// Whether the caller holds `cap` in its effective set.
+    fn capable(&self, cap: Capability) -> bool;
+}
+
+/// Checks that `who` may access the node described by `attr` for `mask`
+/// (a combination of [`READ`], [`WRITE`] and [`EXEC`]): the owner's, the
+/// group's or the others' bits, whichever class the caller falls in first,
+/// then the overriding capabilities. `EACCES` otherwise.
+pub fn check(attr: &Attr, who: &impl Credentials, mask: u32) -> Result<()> {
+    let mask = mask & (READ | WRITE | EXEC);
+    let mode = u32::from(attr.perm);
+    let class = if who.uid() == attr.uid {
+        mode >> 6
+    } else if (mode & 0o070) != ((mode << 3) & 0o070) && who.in_group(attr.gid) {
+        // Group and other bits differ: membership decides.
+        mode >> 3
+    } else {
+        mode
+    };
+    if class & mask == mask {
+        return Ok(());
+    }
+    let granted = if attr.kind == FileKind::Directory {
+        (mask & WRITE == 0 && who.capable(Capability::DacReadSearch)) || who.capable(Capability::DacOverride)
+    } else {
+        (mask == READ && who.capable(Capability::DacReadSearch))
+            || ((mask & EXEC == 0 || mode & 0o111 != 0) && who.capable(Capability::DacOverride))
+    };
+    if granted { Ok(()) } else { Err(FsError::AccessDenied) }
+}
+
+/// Checks that `who` may remove or replace the entry for `victim` in
+/// `dir`, beyond write and search permission on `dir`: in a sticky
+/// directory, only the entry's owner, the directory's owner or a caller
+/// with `CAP_FOWNER` may (`EPERM`).
+pub fn check_sticky(dir: &Attr, victim: &Attr, who: &impl Credentials) -> Result<()> {
+    if dir.perm & S_ISVTX == 0 || who.uid() == victim.uid || who.uid() == dir.uid || who.capable(Capability::Fowner) {
+        Ok(())
+    } else {
+        Err(FsError::NotPermitted)
+    }
+}
+
+/// Checks that `who` may write a `user.` extended attribute of the node
+/// described by `attr`, beyond write permission: on a sticky directory, only
+/// its owner or a caller with `CAP_FOWNER` may (`EPERM`).
+pub fn check_xattr_write(attr: &Attr, who: &impl Credentials) -> Result<()> {
+    let sticky_dir = attr.kind == FileKind::Directory && attr.perm & S_ISVTX != 0;
+    if sticky_dir && who.uid() != attr.uid && !who.capable(Capability::Fowner) {
+        return Err(FsError::NotPermitted);
+    }
+    check(attr, who, WRITE)
+}
+
+/// Checks that `who` may make a new hard link to the node described by
+/// `attr` where the `fs.protected_hardlinks` sysctl is on (`protected`
+/// is asked only when the caller neither owns the node nor has
+/// `CAP_FOWNER`): only to a regular file that is neither set-user-ID nor
+/// set-group-ID and executable, and that the caller may read and write.
+pub fn check_hardlink_source(attr: &Attr, who: &impl Credentials, protected: impl FnOnce() -> bool) -> Result<()> {
+    if who.uid() == attr.uid || who.capable(Capability::Fowner) || !protected() {
+        return Ok(());
+    }
+    let mode = u32::from(attr.perm);
+    let safe = attr.kind == FileKind::RegularFile
+        && mode & 0o4000 == 0
+        && mode & 0o2010 != 0o2010
+        && check(attr, who, READ | WRITE).is_ok();
+    if safe { Ok(()) } else { Err(FsError::NotPermitted) }
+}
+
+/// The access an `open(2)` with these flags needs: read and/or write by the
+/// access mode, write for `O_TRUNC`, execute alone for the kernel's exec.
+pub fn open_mask(flags: i32) -> u32 {
+    // The kernel's internal flag for opens made by execve (`__FMODE_EXEC`).
+    const FMODE_EXEC: i32 = 0x20;
+    if flags & FMODE_EXEC != 0 {
+        return EXEC;
+    }
+    let mut mask = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => READ,
+        libc::O_WRONLY => WRITE,
+        _ => READ | WRITE,
+    };
+    if flags & libc::O_TRUNC != 0 {
+        mask |= WRITE;
+    }
+    mask
+}
+
+/// Checks that `who` may make the change `set` to the node described by
+/// `attr`, and drops set-group-ID from a new mode when the caller may not
+/// keep it (as `chmod(2)` does for a file of a group the caller is not in).
+/// `by_handle`: a size change through an open descriptor, whose write
+/// access was checked when it was opened.
+pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_handle: bool) -> Result<()> {
+    let owner = who.uid() == attr.uid;
+    let owner_or_capable = || owner || who.capable(Capability::Fowner);
+    // utimes(NULL) or both UTIME_NOW: the owner or anyone who may write.
+    let touch = matches!((set.atime, set.mtime), (Some(SetTime::Now), Some(SetTime::Now)));
+    if touch && !owner_or_capable() {
+        check(attr, who, WRITE)?;
+    }
+    if set.size.is_some() && !by_handle {
+        check(attr, who, WRITE)?;
+    }
+    if let Some(uid) = set.uid
+        && !(owner && uid == attr.uid)
+        && !who.capable(Capability::Chown)
+    {
+        return Err(FsError::NotPermitted);
+    }
+    if let Some(gid) = set.gid
+        && !(owner && (gid == attr.gid || who.in_group(gid)))
+        && !who.capable(Capability::Chown)
+    {
+        return Err(FsError::NotPermitted);
+    }
+    if let Some(mode) = set.mode.as_mut() {
+        if !owner_or_capable() {
+            return Err(FsError::NotPermitted);
+        }
+        let group = set.gid.unwrap_or(attr.gid);
+        if *mode & S_ISGID != 0 && !who.in_group(group) && !who.capable(Capability::Fsetid) {
+            *mode &= !S_ISGID;
+        }
+    }
+    if !touch && (set.atime.is_some() || set.mtime.is_some()) && !owner_or_capable() {
+        return Err(FsError::NotPermitted);
+    }
+    Ok(())
+}
+
+/// Whether reading or writing the extended attribute `name` needs the
+/// node's read or write permission: every namespace but `security.` and
+/// `system.` (left to the security module and to the filesystem) and
+/// `trusted.` (the kernel requires `CAP_SYS_ADMIN` for it itself).
+pub fn xattr_needs_permission(name: &[u8]) -> bool {
+    ![&b"security."[..], b"system.", b"trusted."].iter().any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Ino, Timestamp};
+
+    struct Who {
+        uid: u32,
+        groups: &'static [u32],
+        caps: &'static [Capability],
+    }
+
+    impl Credentials for Who {
+        fn uid(&self) -> u32 {
+            self.uid
+        }
+        fn in_group(&self, gid: u32) -> bool {
+            self.groups.contains(&gid)
+        }
+        fn capable(&self, cap: Capability) -> bool {
+            self.caps.contains(&cap)
+        }
+    }
+
+    const ALL: &[Capability] = &[
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::DacReadSearch,
+        Capability::Fowner,
+        Capability::Fsetid,
+    ];
+    const ROOT: Who = Who { uid: 0, groups: &[0], caps: ALL };
+    const ROOT_NO_CAPS: Who = Who { uid: 0, groups: &[0], caps: &[] };
+    const ALICE: Who = Who { uid: 1000, groups: &[1000, 50], caps: &[] };
+    const BOB: Who = Who { uid: 1001, groups: &[1001], caps: &[] };
+
+    fn attr(kind: FileKind, perm: u16, uid: u32, gid: u32) -> Attr {
+        let t = Timestamp::default();
+        Attr {
+            ino: Ino(2),
+            kind,
+            perm,
+            nlink: 1,
+            uid,
+            gid,
+            rdev: 0,
+            size: 0,
+            blocks: 0,
+            blksize: 4096,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            shape: None,
+        }
+    }
+
+    fn file(perm: u16, uid: u32, gid: u32) -> Attr {
+        attr(FileKind::RegularFile, perm, uid, gid)
+    }
+
+    fn dir(perm: u16, uid: u32, gid: u32) -> Attr {
+        attr(FileKind::Directory, perm, uid, gid)
+    }
+
+    #[test]
+    fn the_first_matching_class_decides() {
+        // Owner bits apply to the owner even where others have more.
+        assert_eq!(check(&file(0o077, 1000, 1000), &ALICE, READ), Err(FsError::AccessDenied));
+        assert_eq!(check(&file(0o400, 1000, 1000), &ALICE, READ), Ok(()));
+        assert_eq!(check(&file(0o400, 1000, 1000), &ALICE, WRITE), Err(FsError::AccessDenied));
+        // Group bits through a supplementary group, even below the others'.
+        assert_eq!(check(&file(0o640, 0, 50), &ALICE, READ), Ok(()));
+        assert_eq!(check(&file(0o604, 0, 50), &ALICE, READ), Err(FsError::AccessDenied));
+        assert_eq!(check(&file(0o604, 0, 50), &BOB, READ), Ok(()));
+        assert_eq!(check(&file(0o640, 0, 50), &BOB, READ), Err(FsError::AccessDenied));
+        assert_eq!(check(&dir(0o751, 0, 0), &BOB, EXEC), Ok(()));
+        assert_eq!(check(&dir(0o751, 0, 0), &BOB, WRITE | EXEC), Err(FsError::AccessDenied));
+    }
+
+    #[test]
+    fn capabilities_override_as_in_linux() {
+        assert_eq!(check(&file(0o000, 5, 5), &ROOT, READ | WRITE), Ok(()));
+        assert_eq!(check(&dir(0o000, 5, 5), &ROOT, READ | WRITE | EXEC), Ok(()));
+        // Executing needs one execute bit, even for root.
+        assert_eq!(check(&file(0o644, 0, 0), &ROOT, EXEC), Err(FsError::AccessDenied));
+        assert_eq!(check(&file(0o001, 5, 5), &ROOT, EXEC), Ok(()));
+        // Root without its capabilities is an ordinary owner or other.
+        assert_eq!(check(&file(0o000, 0, 0), &ROOT_NO_CAPS, READ), Err(FsError::AccessDenied));
+        assert_eq!(check(&file(0o600, 0, 0), &ROOT_NO_CAPS, READ | WRITE), Ok(()));
+        // CAP_DAC_READ_SEARCH reads and searches, never writes.
+        let reader = Who { uid: 7, groups: &[7], caps: &[Capability::DacReadSearch] };
+        assert_eq!(check(&file(0o000, 5, 5), &reader, READ), Ok(()));
+        assert_eq!(check(&file(0o000, 5, 5), &reader, WRITE), Err(FsError::AccessDenied));
+        assert_eq!(check(&dir(0o000, 5, 5), &reader, READ | EXEC), Ok(()));
+        assert_eq!(check(&dir(0o000, 5, 5), &reader, WRITE | EXEC), Err(FsError::AccessDenied));
+    }
+
+    #[test]
+    fn a_sticky_directory_keeps_others_entries() {
+        let sticky = dir(0o1777, 0, 0);
+        assert_eq!(check_sticky(&sticky, &file(0o644, 0, 0), &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_sticky(&sticky, &file(0o644, 1000, 0), &ALICE), Ok(()));
+        assert_eq!(check_sticky(&dir(0o1777, 1000, 0), &file(0o644, 0, 0), &ALICE), Ok(()));
+        assert_eq!(check_sticky(&dir(0o777, 0, 0), &file(0o644, 0, 0), &ALICE), Ok(()));
+        assert_eq!(check_sticky(&sticky, &file(0o644, 5, 5), &ROOT), Ok(()));
+        // Without CAP_FOWNER, root is held to the rule in another's directory.
+        assert_eq!(check_sticky(&dir(0o1777, 7, 7), &file(0o644, 5, 5), &ROOT_NO_CAPS), Err(FsError::NotPermitted));
+        assert_eq!(check_sticky(&sticky, &file(0o644, 5, 5), &ROOT_NO_CAPS), Ok(()), "root owns the directory");
+    }
+
+    #[test]
+    fn sticky_directory_xattrs_and_protected_hardlinks() {
+        let sticky = dir(0o1777, 0, 0);
+        assert_eq!(check_xattr_write(&sticky, &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_xattr_write(&dir(0o1777, 1000, 0), &ALICE), Ok(()));
+        assert_eq!(check_xattr_write(&dir(0o777, 0, 0), &ALICE), Ok(()));
+        assert_eq!(check_xattr_write(&file(0o644, 0, 0), &ALICE), Err(FsError::AccessDenied));
+        let on = || true;
+        assert_eq!(check_hardlink_source(&file(0o600, 0, 0), &ALICE, on), Err(FsError::NotPermitted));
+        assert_eq!(check_hardlink_source(&file(0o666, 0, 0), &ALICE, on), Ok(()));
+        assert_eq!(check_hardlink_source(&file(0o4777, 0, 0), &ALICE, on), Err(FsError::NotPermitted));
+        assert_eq!(check_hardlink_source(&file(0o2777, 0, 0), &ALICE, on), Err(FsError::NotPermitted));
+        assert_eq!(
+            check_hardlink_source(&attr(FileKind::NamedPipe, 0o666, 0, 0), &ALICE, on),
+            Err(FsError::NotPermitted)
+        );
+        assert_eq!(check_hardlink_source(&file(0o600, 1000, 0), &ALICE, on), Ok(()), "the owner may");
+        assert_eq!(check_hardlink_source(&file(0o600, 0, 0), &ALICE, || false), Ok(()), "the sysctl is off");
+        let mut asked = false;
+        assert_eq!(
+            check_hardlink_source(&file(0o600, 5, 5), &ROOT, || {
+                asked = true;
+                true
+            }),
+            Ok(())
+        );
+        assert!(!asked, "CAP_FOWNER decides before the sysctl is read");
+    }
+
+    #[test]
+    fn open_masks() {
+        assert_eq!(open_mask(libc::O_RDONLY), READ);
+        assert_eq!(open_mask(libc::O_WRONLY | libc::O_APPEND), WRITE);
+        assert_eq!(open_mask(libc::O_RDWR), READ | WRITE);
+        assert_eq!(open_mask(libc::O_RDONLY | libc::O_TRUNC), READ | WRITE);
+        assert_eq!(open_mask(libc::O_RDONLY | 0x20), EXEC);
+    }
+
+    fn change(f: impl FnOnce(&mut SetAttr)) -> SetAttr {
+        let mut s = SetAttr::default();
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn ownership_mode_and_times_follow_the_owner_rules() {
+        let mine = file(0o644, 1000, 1000);
+        let theirs = file(0o666, 1001, 1001);
+        // chown: only with CAP_CHOWN, unless nothing changes.
+        assert_eq!(
+            check_setattr(&mine, &mut change(|s| s.uid = Some(1001)), &ALICE, false),
+            Err(FsError::NotPermitted)
+        );
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1000)), &ALICE, false), Ok(()));
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1001)), &ROOT, false), Ok(()));
+        // chgrp: the owner, to a group it is in.
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.gid = Some(50)), &ALICE, false), Ok(()));
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.gid = Some(7)), &ALICE, false), Err(FsError::NotPermitted));
+        assert_eq!(
+            check_setattr(&theirs, &mut change(|s| s.gid = Some(1000)), &ALICE, false),
+            Err(FsError::NotPermitted)
+        );
+        // chmod: the owner or CAP_FOWNER.
+        assert_eq!(
+            check_setattr(&theirs, &mut change(|s| s.mode = Some(0o600)), &ALICE, false),
+            Err(FsError::NotPermitted)
+        );
+        assert_eq!(check_setattr(&theirs, &mut change(|s| s.mode = Some(0o600)), &ROOT, false), Ok(()));
+        // Set-group-ID kept only by a member of the group (or CAP_FSETID).
+        let mut s = change(|s| s.mode = Some(0o2755));
+        assert_eq!(check_setattr(&file(0o755, 1000, 7), &mut s, &ALICE, false), Ok(()));
+        assert_eq!(s.mode, Some(0o755));
+        let mut s = change(|s| s.mode = Some(0o2755));
+        assert_eq!(check_setattr(&file(0o755, 1000, 50), &mut s, &ALICE, false), Ok(()));
+        assert_eq!(s.mode, Some(0o2755));
+        // Explicit times: the owner only; "now": anyone who may write.
+        let explicit = |s: &mut SetAttr| s.mtime = Some(SetTime::At(Timestamp::default()));
+        let now = |s: &mut SetAttr| (s.atime, s.mtime) = (Some(SetTime::Now), Some(SetTime::Now));
+        assert_eq!(check_setattr(&theirs, &mut change(explicit), &ALICE, false), Err(FsError::NotPermitted));
+        assert_eq!(check_setattr(&theirs, &mut change(now), &ALICE, false), Ok(()));
+        assert_eq!(
+            check_setattr(&file(0o644, 1001, 1001), &mut change(now), &ALICE, false),
+            Err(FsError::AccessDenied)
+        );
+        assert_eq!(check_setattr(&mine, &mut change(explicit), &ALICE, false), Ok(()));
+        // Truncating by name needs write permission; through a descriptor it was checked at open.
+        let trunc = |s: &mut SetAttr| s.size = Some(0);
+        assert_eq!(
+            check_setattr(&file(0o444, 1000, 1000), &mut change(trunc), &ALICE, false),
+            Err(FsError::AccessDenied)
+        );
+        assert_eq!(check_setattr(&file(0o444, 1000, 1000), &mut change(trunc), &ALICE, true), Ok(()));
+    }
+
+    #[test]
+    fn xattr_namespaces() {
+        assert!(xattr_needs_permission(b"user.mime_type"));
+        assert!(!xattr_needs_permission(b"security.capability"));
+        assert!(!xattr_needs_permission(b"system.posix_acl_access"));
+        assert!(!xattr_needs_permission(b"trusted.overlay.opaque"));
+    }
+}
