@@ -51,6 +51,26 @@ fn daemon(dir: &Dir, extra: &[&str]) -> std::process::Output {
     Command::new(BIN).arg(&dir.mnt).arg("--pid-file").arg(&dir.pid_file).args(extra).output().unwrap()
 }
 
+/// The daemon's threads that do not block SIGHUP, SIGINT and SIGTERM. Only
+/// the one that takes them with sigwait(2) may: the kernel hands a
+/// process-directed signal to any thread that does not block it, and on any
+/// other thread its default action would end the daemon without unmounting.
+/// (A thread in sigwait shows them unblocked while it waits.)
+fn threads_taking_shutdown_signals(pid: i32) -> Vec<String> {
+    const SHUTDOWN: u64 = 1 << (libc::SIGHUP - 1) | 1 << (libc::SIGINT - 1) | 1 << (libc::SIGTERM - 1);
+    let mut open = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("").trim().to_owned();
+        let blocked = u64::from_str_radix(&field("SigBlk:"), 16).unwrap_or(0);
+        if blocked & SHUTDOWN != SHUTDOWN {
+            open.push(field("Name:"));
+        }
+    }
+    open
+}
+
 #[test]
 fn background_mount_is_ready_when_the_command_returns_and_sigterm_unmounts() {
     if !require_fuse() {
@@ -69,6 +89,7 @@ fn background_mount_is_ready_when_the_command_returns_and_sigterm_unmounts() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
         let pid = dir.pid();
+        assert_eq!(threads_taking_shutdown_signals(pid), vec!["signals".to_owned()]);
         let start = Instant::now();
         // SAFETY: sending a signal to our daemon.
         unsafe { libc::kill(pid, signal) };

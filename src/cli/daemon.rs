@@ -294,6 +294,15 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         }
         Err(msg)
     };
+    // Block the shutdown signals before any thread starts (the adapter
+    // starts its own): every thread inherits the mask, and only the
+    // `signals` thread below takes them, synchronously. A thread that left
+    // them unblocked could be handed SIGINT or SIGTERM and the process would
+    // die without unmounting. One that arrives while mounting waits for
+    // that thread.
+    let set = signal_set();
+    // SAFETY: set is initialised.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     let mp = plan.mount.mountpoint.clone();
     let mounted = match plan.mount.mount() {
         Ok(m) => m,
@@ -310,11 +319,6 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
             return fail(&mut notify, format!("starting the FUSE session on {} failed: {e}", mp.display()));
         }
     };
-    // Block the shutdown signals here; the session's threads inherit the mask
-    // and a dedicated thread takes the signals synchronously.
-    let set = signal_set();
-    // SAFETY: set is initialised.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     let signal_mp = mp.clone();
     std::thread::Builder::new()
         .name("signals".into())
