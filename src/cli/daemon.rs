@@ -109,10 +109,11 @@ impl Plan {
         // woken by the kernel for each request, which costs what polling
         // saves (docs/performance.md): one worker, unless asked for more.
         let threads = s.threads.unwrap_or(if busy_poll { 1 } else { cpus });
-        // On a mount only root can enter, every caller has root's override
-        // of the mode bits, and the kernel's own checks cost a round trip
-        // after each change to a directory: the daemon checks instead
-        // (docs/design.md, "Who checks permissions").
+        // Only root's tasks can enter a mount owned by root without
+        // allow_other; there the daemon checks permissions itself, by the
+        // ids and capabilities of each request's task, and spares the
+        // round trip the kernel's own checks cost after every change to a
+        // directory (docs/design.md, "Who checks permissions").
         let kernel_permissions =
             !s.daemon_permissions && (s.allow_other || s.default_permissions || !crate::fuse::mount::owned_by_root());
         Ok(Plan {
