@@ -15,6 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::creds::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, as_fs_user, without_caps};
 use common::mount::{BIN, Mount, become_subreaper, require_fuse};
 use reliability::{Background, as_nobody, text};
 
@@ -259,47 +260,15 @@ fn the_daemon_does_not_keep_descriptors_it_inherited() {
     assert!(bg.stop());
 }
 
-/// Runs `f` on a thread of its own whose filesystem ids are nobody's.
-/// `setfsuid(2)` changes only the calling thread, keeps its real, effective
-/// and saved ids (so a mount only root may enter still lets it in) and
-/// drops its capabilities that override file modes: the kernel then
-/// checks it as nobody wherever it checks.
+/// Runs `f` on a thread acting as nobody for the filesystem.
 fn as_fs_nobody<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: plain system calls on this thread's credentials.
-            unsafe {
-                libc::setfsgid(NOBODY);
-                libc::setfsuid(NOBODY);
-                assert_eq!(libc::setfsuid(u32::MAX), NOBODY as i32, "setfsuid took effect");
-            }
-            f()
-        })
-        .join()
-        .unwrap()
-    })
+    as_fs_user(NOBODY, NOBODY, &[], f)
 }
 
-/// Runs `f` on a thread of its own that keeps root's ids but has dropped
-/// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its effective set.
+/// Runs `f` on a thread with root's ids but without CAP_DAC_OVERRIDE and
+/// CAP_DAC_READ_SEARCH.
 fn as_root_without_dac_override<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // A version 3 header (version, pid 0: this thread) and two sets
-            // of (effective, permitted, inheritable) words.
-            let mut header: [u32; 2] = [0x2008_0522, 0];
-            let mut data = [0u32; 6];
-            // SAFETY: capget/capset on this thread with buffers of the sizes version 3 uses.
-            unsafe {
-                assert_eq!(libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()), 0);
-                data[0] &= !(1 << 1 | 1 << 2); // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-                assert_eq!(libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()), 0);
-            }
-            f()
-        })
-        .join()
-        .unwrap()
-    })
+    without_caps(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], f)
 }
 
 fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {

@@ -158,6 +158,7 @@ pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_
     {
         return Err(FsError::NotPermitted);
     }
+    check_chown_clears(attr, set, who)?;
     if let Some(mode) = set.mode.as_mut() {
         if !owner_or_capable() {
             return Err(FsError::NotPermitted);
@@ -168,6 +169,24 @@ pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_
         }
     }
     if !touch && (set.atime.is_some() || set.mtime.is_some()) && !owner_or_capable() {
+        return Err(FsError::NotPermitted);
+    }
+    Ok(())
+}
+
+/// Checks the part of a chown the kernel leaves to the filesystem even
+/// when it checks permissions itself (`FUSE_HANDLE_KILLPRIV_V2`): a chown
+/// of a file also clears its set-user-ID bit, and its set-group-ID bit where
+/// that is executable (or the caller may not keep it), and on tmpfs that
+/// mode change needs the owner's rights or `CAP_FOWNER` (`EPERM`).
+pub fn check_chown_clears(attr: &Attr, set: &SetAttr, who: &impl Credentials) -> Result<()> {
+    if set.uid.is_none() && set.gid.is_none() || attr.kind == FileKind::Directory {
+        return Ok(());
+    }
+    let perm = u32::from(attr.perm);
+    let clears = perm & 0o4000 != 0
+        || (perm & S_ISGID != 0 && (perm & 0o010 != 0 || !(who.in_group(attr.gid) || who.capable(Capability::Fsetid))));
+    if clears && who.uid() != attr.uid && !who.capable(Capability::Fowner) {
         return Err(FsError::NotPermitted);
     }
     Ok(())
@@ -376,6 +395,20 @@ mod tests {
             Err(FsError::AccessDenied)
         );
         assert_eq!(check_setattr(&mine, &mut change(explicit), &ALICE, false), Ok(()));
+        // chown of a set-user-ID (or executable set-group-ID) file clears
+        // the bit: the owner's rights (or CAP_FOWNER) are needed as well.
+        let chown_only: &[Capability] = &[Capability::Chown, Capability::Fsetid];
+        let chowner = Who { uid: 0, groups: &[0], caps: chown_only };
+        for perm in [0o4755, 0o2755] {
+            let f = file(perm, 5, 5);
+            assert_eq!(
+                check_setattr(&f, &mut change(|s| s.uid = Some(6)), &chowner, false),
+                Err(FsError::NotPermitted)
+            );
+            assert_eq!(check_setattr(&f, &mut change(|s| s.uid = Some(6)), &ROOT, false), Ok(()));
+        }
+        assert_eq!(check_setattr(&file(0o2745, 5, 5), &mut change(|s| s.gid = Some(6)), &chowner, false), Ok(()));
+        assert_eq!(check_setattr(&file(0o755, 5, 5), &mut change(|s| s.uid = Some(6)), &chowner, false), Ok(()));
         // Truncating by name needs write permission; through a descriptor it was checked at open.
         let trunc = |s: &mut SetAttr| s.size = Some(0);
         assert_eq!(

@@ -551,12 +551,17 @@ impl Filesystem for FuseFs {
                 ctime: ctime.map(kernel_time),
             };
             let (i, who) = (ino(i), caller(req));
-            if let Some(c) = self.creds(req) {
-                let checked =
-                    self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some()));
-                if let Err(e) = checked {
-                    return fail!(reply, "setattr", e);
+            let checked = match self.creds(req) {
+                Some(c) => self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some())),
+                // Where the kernel checks, it still leaves this one to us.
+                None if set.uid.is_some() || set.gid.is_some() => {
+                    let c = RequestCreds::new(req.uid(), req.gid(), req.pid());
+                    self.engine.getattr(i).and_then(|a| access::check_chown_clears(&a, &set, &c))
                 }
+                None => Ok(()),
+            };
+            if let Err(e) = checked {
+                return fail!(reply, "setattr", e);
             }
             // Growing a file can be refused.
             self.allocating(

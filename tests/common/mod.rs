@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: engine builders with tiny
 //! limits and a fake memory probe; mount helpers live in `mount.rs`, a
-//! shared file mapping in `map.rs`.
+//! shared file mapping in `map.rs`, threads acting as another user in
+//! `creds.rs`.
 #![allow(dead_code)]
 
+pub mod creds;
 pub mod map;
 pub mod mount;
 pub mod tree;
