@@ -9,9 +9,10 @@
 //! kernel stops sending them; `FUSE_HANDLE_KILLPRIV_V2` so the kernel does
 //! not ask for `security.capability` before every write. A request refused
 //! while a deleted node's memory is on its way back waits for it on another
-//! thread (`deferred.rs`). Each request runs
-//! under `catch_unwind`: a panic fails that request with EIO and the
-//! filesystem keeps serving.
+//! thread (`deferred.rs`). On a mount without `default_permissions` each
+//! request is first checked against the caller's credentials
+//! (`permit.rs`). Each request runs under `catch_unwind`: a panic fails
+//! that request with EIO and the filesystem keeps serving.
 
 mod busy_poll;
 mod convert;
@@ -20,6 +21,7 @@ mod creds;
 mod deferred;
 mod errno;
 pub mod mount;
+mod permit;
 
 use std::borrow::Borrow;
 use std::ffi::OsStr;
@@ -238,106 +240,6 @@ impl FuseFs {
         if self.opts.panic_on_name.as_deref() == Some(name) {
             panic!("injected panic on {:?}", String::from_utf8_lossy(name));
         }
-    }
-
-    /// The caller's credentials, where this adapter checks permissions.
-    fn creds(&self, req: &Request) -> Option<RequestCreds> {
-        self.opts.check_access.then(|| RequestCreds::new(req.uid(), req.gid(), req.pid()))
-    }
-
-    /// Checks that the caller may access `i` for `mask` (`engine::access`),
-    /// where the kernel leaves that to this adapter.
-    fn permit(&self, creds: Option<&RequestCreds>, i: Ino, mask: u32) -> Result<(), FsError> {
-        match creds {
-            Some(c) => access::check(&self.engine.getattr(i)?, c, mask),
-            None => Ok(()),
-        }
-    }
-
-    /// Checks that the caller may remove `name` from `dir`: write and
-    /// search permission on `dir`, and the sticky-directory rule.
-    fn permit_delete(&self, req: &Request, dir: Ino, name: &[u8]) -> Result<(), FsError> {
-        match self.creds(req) {
-            Some(c) => self.permit_removal(&c, dir, name),
-            None => Ok(()),
-        }
-    }
-
-    fn permit_removal(&self, c: &RequestCreds, dir: Ino, name: &[u8]) -> Result<(), FsError> {
-        let d = self.engine.getattr(dir)?;
-        access::check(&d, c, WRITE | EXEC)?;
-        match self.engine.peek(dir, name) {
-            Ok(victim) => access::check_sticky(&d, &victim, c),
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// Checks that the caller may add or remove entries of `dir`.
-    fn permit_entries(&self, req: &Request, dir: Ino) -> Result<(), FsError> {
-        self.permit(self.creds(req).as_ref(), dir, WRITE | EXEC)
-    }
-
-    /// Checks a CREATE: a new name needs write and search permission on
-    /// `parent`; an existing file (no `O_EXCL`) is opened, and needs what
-    /// an open with `flags` needs.
-    fn permit_create(&self, req: &Request, parent: Ino, name: &[u8], flags: i32) -> Result<(), FsError> {
-        let Some(c) = self.creds(req) else { return Ok(()) };
-        self.permit(Some(&c), parent, EXEC)?;
-        match self.engine.peek(parent, name) {
-            Ok(a) if flags & libc::O_EXCL == 0 => access::check(&a, &c, access::open_mask(flags)),
-            Ok(_) => Err(FsError::Exists),
-            Err(_) => self.permit(Some(&c), parent, WRITE | EXEC),
-        }
-    }
-
-    /// Checks a RENAME: write and search permission on both directories,
-    /// and write permission on a directory that moves to another parent
-    /// (its `..` changes; both, for an exchange), as Linux's `vfs_rename`
-    /// asks; the sticky-directory rule for the entry moved and the one
-    /// replaced.
-    fn permit_rename(
-        &self,
-        req: &Request,
-        (parent, name): (Ino, &[u8]),
-        (newparent, newname): (Ino, &[u8]),
-        exchange: bool,
-    ) -> Result<(), FsError> {
-        let Some(c) = self.creds(req) else { return Ok(()) };
-        self.permit_removal(&c, parent, name)?;
-        match self.engine.peek(newparent, newname) {
-            Ok(_) => self.permit_removal(&c, newparent, newname)?,
-            Err(_) => self.permit(Some(&c), newparent, WRITE | EXEC)?,
-        }
-        if newparent != parent {
-            let moved: &[(Ino, &[u8])] =
-                if exchange { &[(parent, name), (newparent, newname)] } else { &[(parent, name)] };
-            for &(dir, n) in moved {
-                if let Ok(a) = self.engine.peek(dir, n)
-                    && a.kind == crate::engine::FileKind::Directory
-                {
-                    access::check(&a, &c, WRITE)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks access to the extended attribute `name` of `i` (read or write
-    /// permission on the node, for the namespaces that need it; writes on a
-    /// sticky directory only by its owner).
-    fn permit_xattr(&self, req: &Request, i: Ino, name: &[u8], mask: u32) -> Result<(), FsError> {
-        let Some(c) = self.creds(req).filter(|_| access::xattr_needs_permission(name)) else { return Ok(()) };
-        let a = self.engine.getattr(i)?;
-        if mask & WRITE != 0 { access::check_xattr_write(&a, &c) } else { access::check(&a, &c, mask) }
-    }
-
-    /// Checks a LINK: write and search permission on `newparent`, and
-    /// Linux's `fs.protected_hardlinks` rule for the node linked.
-    fn permit_link(&self, req: &Request, i: Ino, newparent: Ino) -> Result<(), FsError> {
-        let Some(c) = self.creds(req) else { return Ok(()) };
-        self.permit(Some(&c), newparent, WRITE | EXEC)?;
-        let protected = || std::fs::read("/proc/sys/fs/protected_hardlinks").is_ok_and(|v| v.trim_ascii() != b"0");
-        access::check_hardlink_source(&self.engine.getattr(i)?, &c, protected)
     }
 
     fn reply_entry(reply: ReplyEntry, op: &str, r: Result<crate::engine::Attr, FsError>) {
