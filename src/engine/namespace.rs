@@ -68,22 +68,23 @@ impl Engine {
 
     /// Looks `name` up in `parent` and takes a lookup reference on the result.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
-        let node = self.resolve(parent, name)?;
-        let st = node.state.read();
-        if st.freed {
-            return Err(FsError::NotFound);
-        }
-        node.lookups.fetch_add(1, Ordering::AcqRel);
-        Ok(st.attr(node.ino, node.kind))
+        self.attr_of_name(parent, name, true)
     }
 
     /// Attributes of `name` in `parent`, without taking a lookup reference
     /// (for permission checks that depend on what a name refers to).
     pub fn peek(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        self.attr_of_name(parent, name, false)
+    }
+
+    fn attr_of_name(&self, parent: Ino, name: &[u8], take_reference: bool) -> Result<Attr> {
         let node = self.resolve(parent, name)?;
         let st = node.state.read();
         if st.freed {
             return Err(FsError::NotFound);
+        }
+        if take_reference {
+            node.lookups.fetch_add(1, Ordering::AcqRel);
         }
         Ok(st.attr(node.ino, node.kind))
     }

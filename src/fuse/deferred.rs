@@ -98,9 +98,7 @@ impl Counts {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
-}
 
-impl Counts {
     pub(crate) fn snapshot(&self) -> HeldBack {
         HeldBack { requests: self.waited.load(Ordering::Relaxed), went_ahead: self.went_ahead.load(Ordering::Relaxed) }
     }

@@ -360,6 +360,24 @@ impl FuseFs {
         }
     }
 
+    /// Answers a MKNOD, MKDIR or SYMLINK: checks that the caller may add
+    /// entries to `parent`, then makes `name` there with `make`, an
+    /// allocating call, and replies with the new entry.
+    fn new_entry(
+        &self,
+        req: &Request,
+        op: &'static str,
+        parent: Ino,
+        name: &[u8],
+        reply: ReplyEntry,
+        make: impl Fn(&Engine, Ino, &[u8]) -> Result<crate::engine::Attr, FsError> + Send + 'static,
+    ) {
+        if let Err(e) = self.permit_entries(req, parent) {
+            return fail!(reply, op, e);
+        }
+        self.allocating(op, name, move |e, name| make(e, parent, name), move |r| Self::reply_entry(reply, op, r));
+    }
+
     /// Waits (at most 50 ms) until this is the only request in flight.
     ///
     /// `close(2)` and `unlink(2)` return once the kernel has queued the
@@ -499,16 +517,10 @@ impl Filesystem for FuseFs {
         self.count(Op::Mknod, 0);
         self.run("mknod", || {
             self.maybe_panic(bytes(name));
-            let (parent, who) = (ino(parent), caller(req));
-            if let Err(e) = self.permit_entries(req, parent) {
-                return fail!(reply, "mknod", e);
-            }
-            self.allocating(
-                "mknod",
-                bytes(name),
-                move |e, name| e.mknod(parent, name, mode, rdev, &who),
-                move |r| Self::reply_entry(reply, "mknod", r),
-            );
+            let who = caller(req);
+            self.new_entry(req, "mknod", ino(parent), bytes(name), reply, move |e, parent, name| {
+                e.mknod(parent, name, mode, rdev, &who)
+            });
         });
     }
 
@@ -516,16 +528,10 @@ impl Filesystem for FuseFs {
         self.count(Op::Mkdir, 0);
         self.run("mkdir", || {
             self.maybe_panic(bytes(name));
-            let (parent, who) = (ino(parent), caller(req));
-            if let Err(e) = self.permit_entries(req, parent) {
-                return fail!(reply, "mkdir", e);
-            }
-            self.allocating(
-                "mkdir",
-                bytes(name),
-                move |e, name| e.mkdir(parent, name, mode, &who),
-                move |r| Self::reply_entry(reply, "mkdir", r),
-            );
+            let who = caller(req);
+            self.new_entry(req, "mkdir", ino(parent), bytes(name), reply, move |e, parent, name| {
+                e.mkdir(parent, name, mode, &who)
+            });
         });
     }
 
@@ -552,17 +558,10 @@ impl Filesystem for FuseFs {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         self.count(Op::Symlink, 0);
         self.run("symlink", || {
-            let target = target.as_os_str().as_bytes().to_vec();
-            let (parent, who) = (ino(parent), caller(req));
-            if let Err(e) = self.permit_entries(req, parent) {
-                return fail!(reply, "symlink", e);
-            }
-            self.allocating(
-                "symlink",
-                bytes(link_name),
-                move |e, name| e.symlink(parent, name, &target, &who),
-                move |r| Self::reply_entry(reply, "symlink", r),
-            );
+            let (target, who) = (target.as_os_str().as_bytes().to_vec(), caller(req));
+            self.new_entry(req, "symlink", ino(parent), bytes(link_name), reply, move |e, parent, name| {
+                e.symlink(parent, name, &target, &who)
+            });
         });
     }
 

@@ -54,11 +54,12 @@ impl FuseFs {
     /// an open with `flags` needs.
     pub(super) fn permit_create(&self, req: &Request, parent: Ino, name: &[u8], flags: i32) -> Result<(), FsError> {
         let Some(c) = self.creds(req) else { return Ok(()) };
-        self.permit(Some(&c), parent, EXEC)?;
+        let dir = self.engine.getattr(parent)?;
+        access::check(&dir, &c, EXEC)?;
         match self.engine.peek(parent, name) {
             Ok(a) if flags & libc::O_EXCL == 0 => access::check(&a, &c, access::open_mask(flags)),
             Ok(_) => Err(FsError::Exists),
-            Err(_) => self.permit(Some(&c), parent, WRITE | EXEC),
+            Err(_) => access::check(&dir, &c, WRITE | EXEC),
         }
     }
 
