@@ -372,7 +372,7 @@ impl FuseFs {
         reply: ReplyEntry,
         make: impl Fn(&Engine, Ino, &[u8]) -> Result<crate::engine::Attr, FsError> + Send + 'static,
     ) {
-        if let Err(e) = self.permit_entries(req, parent) {
+        if let Err(e) = self.permit_req(req, parent, WRITE | EXEC) {
             return fail!(reply, op, e);
         }
         self.allocating(op, name, move |e, name| make(e, parent, name), move |r| Self::reply_entry(reply, op, r));
@@ -416,7 +416,7 @@ impl Filesystem for FuseFs {
         self.count(Op::Lookup, 0);
         self.run("lookup", || {
             self.maybe_panic(bytes(name));
-            if let Err(e) = self.permit(self.creds(req).as_ref(), ino(parent), EXEC) {
+            if let Err(e) = self.permit_req(req, ino(parent), EXEC) {
                 return fail!(reply, "lookup", e);
             }
             match self.engine.lookup(ino(parent), bytes(name)) {
@@ -731,7 +731,7 @@ impl Filesystem for FuseFs {
     fn readdir(&self, req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.count(Op::Readdir, 0);
         self.run("readdir", || {
-            if let Err(e) = self.permit(self.creds(req).as_ref(), ino(i), READ) {
+            if let Err(e) = self.permit_req(req, ino(i), READ) {
                 return fail!(reply, "readdir", e);
             }
             let r = self.engine.readdir(ino(i), offset, |d| {
@@ -747,7 +747,7 @@ impl Filesystem for FuseFs {
     fn readdirplus(&self, req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.count(Op::Readdirplus, 0);
         self.run("readdirplus", || {
-            if let Err(e) = self.permit(self.creds(req).as_ref(), ino(i), READ) {
+            if let Err(e) = self.permit_req(req, ino(i), READ) {
                 return fail!(reply, "readdirplus", e);
             }
             let r = self.engine.readdirplus(ino(i), offset, |d, attr| {
@@ -922,7 +922,7 @@ impl Filesystem for FuseFs {
         self.count(Op::Access, 0);
         self.run("access", || {
             let mask = u32::try_from(mask.bits()).unwrap_or(0);
-            Self::reply_empty(reply, "access", self.permit(self.creds(req).as_ref(), ino(i), mask))
+            Self::reply_empty(reply, "access", self.permit_req(req, ino(i), mask))
         });
     }
 

@@ -44,9 +44,9 @@ impl FuseFs {
         }
     }
 
-    /// Checks that the caller may add or remove entries of `dir`.
-    pub(super) fn permit_entries(&self, req: &Request, dir: Ino) -> Result<(), FsError> {
-        self.permit(self.creds(req).as_ref(), dir, WRITE | EXEC)
+    /// [`FuseFs::permit`] for the caller of `req`.
+    pub(super) fn permit_req(&self, req: &Request, i: Ino, mask: u32) -> Result<(), FsError> {
+        self.permit(self.creds(req).as_ref(), i, mask)
     }
 
     /// Checks a CREATE: a new name needs write and search permission on
