@@ -37,6 +37,37 @@ fn a_write_that_does_not_fit_changes_nothing() {
 }
 
 #[test]
+fn a_write_is_accepted_only_once_it_cannot_fail_and_stays_locked_until_stored() {
+    let e = engine(1 << 20, StoragePolicy::Auto);
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 500_000]);
+    // Refused: never accepted, nothing changed.
+    let mut accepted = Vec::new();
+    let r = e.write_then(fh, 500_000, &[2u8; 600_000], W, |n| accepted.push(n));
+    assert!(is_quota(&r), "{r:?}");
+    assert!(accepted.is_empty());
+    assert_eq!(e.getattr(ino).unwrap().size, 500_000);
+    // Accepted before the bytes are stored; a reader started then waits for them.
+    std::thread::scope(|s| {
+        let mut reader = None;
+        let r = e.write_then(fh, 500_000, &[2u8; 100_000], W, |n| {
+            accepted.push(n);
+            let h = s.spawn(|| (e.getattr(ino).unwrap().size, content(&e, fh)));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!h.is_finished(), "the node was readable before the write was stored");
+            reader = Some(h);
+        });
+        assert_eq!(r, Ok(100_000));
+        let (size, data) = reader.expect("accepted").join().unwrap();
+        assert_eq!(size, 600_000);
+        assert_eq!(data[..500_000], [1u8; 500_000]);
+        assert_eq!(data[500_000..], [2u8; 100_000]);
+    });
+    assert_eq!(accepted, [100_000]);
+    e.release(fh).unwrap();
+    invariants(&e);
+}
+
+#[test]
 fn quota_counts_metadata_names_xattrs_and_link_targets() {
     let e = engine(64 << 20, StoragePolicy::Auto);
     let base = e.stats().used_bytes;

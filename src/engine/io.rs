@@ -151,6 +151,23 @@ impl Engine {
     /// Writes `data` at `off`. Either the whole write happens or, refused,
     /// nothing changes.
     pub fn write(&self, fh: Fh, off: u64, data: &[u8], opts: WriteOptions) -> Result<u32> {
+        self.write_then(fh, off, data, opts, |_| {})
+    }
+
+    /// [`Engine::write`], calling `accepted` with the length once the write
+    /// can no longer fail (every check passed, the space reserved) and before
+    /// the bytes are copied in. The node stays locked from before the call
+    /// until the copy is done, so nothing can read or change it in between:
+    /// a caller may answer its client from `accepted` and let the copy
+    /// overlap the client's next step.
+    pub fn write_then(
+        &self,
+        fh: Fh,
+        off: u64,
+        data: &[u8],
+        opts: WriteOptions,
+        accepted: impl FnOnce(u32),
+    ) -> Result<u32> {
         let node = self.handle_node(fh)?;
         let len = data.len() as u64;
         off.checked_add(len).filter(|&end| end <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
@@ -159,18 +176,28 @@ impl Engine {
             return Ok(0);
         }
         let mut st = node.state.write();
-        let result = self.write_locked(&mut st, node.ino, off, data, opts);
+        let result = self.write_locked(&mut st, node.ino, off, data, opts, || accepted(len32));
         if result.is_err() && opts.from_page_cache {
             self.late_refusal();
         }
         result.map(|()| len32)
     }
 
-    fn write_locked(&self, st: &mut NodeState, ino: Ino, off: u64, data: &[u8], opts: WriteOptions) -> Result<()> {
+    fn write_locked(
+        &self,
+        st: &mut NodeState,
+        ino: Ino,
+        off: u64,
+        data: &[u8],
+        opts: WriteOptions,
+        accepted: impl FnOnce(),
+    ) -> Result<()> {
         let len = data.len() as u64;
         let file = st.file_mut()?;
         let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: true };
         let (bytes, plan) = self.reserve_change(file, preferred, "write", ino, |f, p| f.write_cost(off, len, p))?;
+        // From here on nothing fails.
+        accepted();
         let before = file.charge();
         file.write(off, data, plan);
         bytes.settle(before, file.charge());
@@ -267,7 +294,7 @@ impl Engine {
             }
             let written = {
                 let mut st = dst.state.write();
-                self.write_locked(&mut st, dst.ino, off_out + done, &piece, WriteOptions::default())
+                self.write_locked(&mut st, dst.ino, off_out + done, &piece, WriteOptions::default(), || {})
             };
             match written {
                 Ok(()) => done += piece.len() as u64,

@@ -23,6 +23,7 @@ mod errno;
 pub mod mount;
 mod permit;
 
+use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::ffi::OsStr;
 use std::io;
@@ -669,18 +670,36 @@ impl Filesystem for FuseFs {
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
             let notifier = opts.from_page_cache.then(|| self.notifier.clone());
+            // A write the caller waits for is answered as soon as it can no
+            // longer fail, and the daemon copies the bytes in while the caller
+            // goes on (the node stays locked until then: `Engine::write_then`).
+            // A page-cache writeback write is answered after its attributes
+            // are invalidated, so it waits for the copy.
+            let reply = Arc::new(Mutex::new(Some(reply)));
+            let early = (!opts.from_page_cache).then(|| reply.clone());
             self.allocating(
                 Allocating { op: "write", late: opts.from_page_cache },
                 data,
-                move |e, data| e.write(Fh(fh.0), offset, data, opts),
-                move |r| match r {
-                    Ok(n) => {
-                        if let Some(n) = notifier {
-                            attributes_changed(&n, i);
+                move |e, data| {
+                    e.write_then(Fh(fh.0), offset, data, opts, |n| {
+                        if let Some(r) = early.as_ref().and_then(|r| r.lock().take()) {
+                            r.written(n);
                         }
-                        reply.written(n)
+                    })
+                },
+                move |r| {
+                    let Some(reply) = reply.lock().take() else {
+                        return; // answered when accepted
+                    };
+                    match r {
+                        Ok(n) => {
+                            if let Some(n) = notifier {
+                                attributes_changed(&n, i);
+                            }
+                            reply.written(n)
+                        }
+                        Err(e) => fail!(reply, "write", e),
                     }
-                    Err(e) => fail!(reply, "write", e),
                 },
             );
         });
