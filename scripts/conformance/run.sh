@@ -25,7 +25,10 @@
 #      random-access           --storage random-access                fsx.toml
 #      auto-limit64K-large     --storage auto --promotion-limit 64K   fsx-large.toml
 #      sequential-large        --storage sequential                   fsx-large.toml
-#    Seeds: FSX_SEED_BASE + 100 * mode number (1-5) + run (1-N); printed.
+#      workers4                --threads 4 --busy-poll off            fsx.toml
+#    (the last: requests on four workers at once, so a READ can arrive
+#    while another worker is still storing a WRITE it has already answered)
+#    Seeds: FSX_SEED_BASE + 100 * mode number (1-6) + run (1-N); printed.
 # Everything it mounts is unmounted on every exit path; logs are removed on
 # success and kept (path printed) on failure or with CONFORMANCE_KEEP=1.
 # Environment:
@@ -263,6 +266,7 @@ modes=(
   "random-access|fsx.toml|--storage random-access"
   "auto-limit64K-large|fsx-large.toml|--storage auto --promotion-limit 64K"
   "sequential-large|fsx-large.toml|--storage sequential"
+  "workers4|fsx.toml|--storage auto --threads 4 --busy-poll off"
 )
 
 # stat_field MOUNT EXPR: a field of `scratchfs stats --json`, e.g. "quota.used_bytes".

@@ -23,7 +23,6 @@ mod errno;
 pub mod mount;
 mod permit;
 
-use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::ffi::OsStr;
 use std::io;
@@ -41,6 +40,7 @@ use fuser::{
     ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
     WriteFlags,
 };
+use parking_lot::Mutex;
 
 use crate::engine::access::{self, EXEC, READ, WRITE};
 use crate::engine::{
