@@ -116,8 +116,10 @@ fn mount_options(path: &Path) -> Vec<String> {
 /// as nobody and writes to the node; returns (`id -u` output, device write worked).
 fn try_privileges(m: &Mount) -> (String, bool) {
     open_parent(m);
-    std::fs::copy("/usr/bin/id", m.join("id")).unwrap();
-    std::fs::set_permissions(m.join("id"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    // Copied by `cp`, not by this process: a descriptor open for writing here
+    // would be inherited by any child another test thread forks meanwhile,
+    // and exec would fail with ETXTBSY until that child execs.
+    m.sh_ok("cp /usr/bin/id id && chmod 4755 id");
     assert_eq!(std::fs::metadata(m.join("id")).unwrap().mode() & 0o7777, 0o4755);
     let out = as_nobody(m.join("id").to_str().unwrap()).arg("-u").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
