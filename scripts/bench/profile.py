@@ -35,10 +35,10 @@ import argparse, collections, json, os, shutil, statistics, subprocess, sys, tem
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.environ.get("BENCH_CACHE", "/var/tmp/scratchfs-bench")
 TARBALL = os.path.join(CACHE, "srctree-v2.tar")
-GIT_ENV = dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1",
-               GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost",
-               GIT_AUTHOR_DATE="2026-01-01T00:00:00Z", GIT_COMMITTER_DATE="2026-01-01T00:00:00Z")
+sys.dont_write_bytecode = True  # leave no __pycache__ in the repository
+sys.path.insert(0, HERE)
+from bench import git_env  # noqa: E402  (the benchmark's own git settings)
+
 SQLITE_STEP = r"""
 import sqlite3, sys, time
 step, db = sys.argv[1], sys.argv[2]
@@ -97,9 +97,9 @@ def rm_setup(d):
     tree = os.path.join(d, "tree")
     os.mkdir(tree)
     sh(["tar", "-xf", TARBALL, "-C", tree])
-    sh(["git", "init", "-q"], cwd=tree, env=GIT_ENV)
-    sh(["git", "config", "gc.auto", "0"], cwd=tree, env=GIT_ENV)
-    sh("git add -A && git commit -q -m bench", shell=True, cwd=tree, env=GIT_ENV)
+    sh(["git", "init", "-q"], cwd=tree, env=git_env())
+    sh(["git", "config", "gc.auto", "0"], cwd=tree, env=git_env())
+    sh("git add -A && git commit -q -m bench", shell=True, cwd=tree, env=git_env())
 
 
 def tar_setup(d):
