@@ -153,12 +153,17 @@ class Mount:
         os.mkdir(d)
         return d
 
+    def prepare(self, w):
+        """A working directory set up for workload w, written out (sync)."""
+        d = self.scratch()
+        if w.setup:
+            w.setup(d)
+        subprocess.run(["sync"])
+        return d
+
 
 def time_once(mount, w):
-    d = mount.scratch()
-    if w.setup:
-        w.setup(d)
-    subprocess.run(["sync"])
+    d = mount.prepare(w)
     t0 = time.perf_counter()
     out = sh(w.cmd(d), stdout=subprocess.PIPE, text=True).stdout
     t = time.perf_counter() - t0
@@ -210,11 +215,8 @@ def perf_samples(data):
 
 
 def profile(mount, w, keep):
-    d = mount.scratch()
-    if w.setup:
-        w.setup(d)
+    d = mount.prepare(w)
     data = os.path.join(keep or tempfile.gettempdir(), f"profile-{w.name}.data")
-    subprocess.run(["sync"])
     sh(["perf", "record", "-q", "-a", "-g", "-o", data, "--"] + w.cmd(d),
        stdout=subprocess.DEVNULL)
     shutil.rmtree(d)
@@ -229,6 +231,25 @@ def profile(mount, w, keep):
     return total, counts, leaves
 
 
+def preflight(prog, tracer, a):
+    """Exits with a message unless this can run; returns the workload names
+    asked for (a.only) and the binary's path (a.binary), and reads the
+    tarball into the page cache once."""
+    if os.geteuid() != 0:
+        sys.exit(f"{prog}: run as root (it mounts and traces the kernel with {tracer})")
+    if not os.path.exists(TARBALL):
+        sys.exit(f"{prog}: {TARBALL} missing; run scripts/bench.sh once to build it")
+    for tool in (tracer, "fio", "tar", "git"):
+        if not shutil.which(tool):
+            sys.exit(f"{prog}: {tool} not installed")
+    names = a.only.split(",")
+    unknown = set(names) - {w.name for w in WORKLOADS}
+    if unknown:
+        sys.exit(f"{prog}: unknown workload(s) {', '.join(sorted(unknown))}")
+    sh(["cat", TARBALL], stdout=subprocess.DEVNULL)
+    return names, os.path.realpath(a.binary)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("binary")
@@ -238,19 +259,7 @@ def main():
     ap.add_argument("--detail", type=int, default=4, metavar="N",
                     help="list the N functions with most samples in each category (0: none)")
     a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("profile.py: run as root (it mounts and runs perf -a)")
-    if not os.path.exists(TARBALL):
-        sys.exit(f"profile.py: {TARBALL} missing; run scripts/bench.sh once to build it")
-    for tool in ("perf", "fio", "tar", "git"):
-        if not shutil.which(tool):
-            sys.exit(f"profile.py: {tool} not installed")
-    names = a.only.split(",")
-    unknown = set(names) - {w.name for w in WORKLOADS}
-    if unknown:
-        sys.exit(f"profile.py: unknown workload(s) {', '.join(sorted(unknown))}")
-    binary = os.path.realpath(a.binary)
-    sh(["cat", TARBALL], stdout=subprocess.DEVNULL)  # into the page cache once
+    names, binary = preflight("profile.py", "perf", a)
     rows = []
     with Mount("tmpfs", binary) as tmp, Mount("scratchfs", binary) as sfs:
         for w in (w for w in WORKLOADS if w.name in names):
