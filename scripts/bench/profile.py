@@ -2,8 +2,8 @@
 """profile.py BIN [--reps N] [--only NAMES] [--keep DIR] - where the time of
 the benchmark's slowest workloads goes on scratchfs, by whose CPU did what.
 
-For each workload (seq-write, tar, rm, sqlite-bulk, sqlite-txns; the same
-commands and sizes as scripts/bench.sh) it
+For each workload (seq-write, create, tar, rm, sqlite-bulk, sqlite-txns; the
+same commands and sizes as scripts/bench.sh) it
   1. times it on tmpfs and on a scratchfs mount of BIN, alternating, N
      repetitions each (no profiler attached), and reports the median ratio;
   2. runs it once more on scratchfs under `perf record -a -g` (every CPU,
@@ -60,6 +60,19 @@ else:
 print(time.perf_counter() - t0)  # the step alone, without starting Python
 con.close()
 """
+CREATE_STEP = r"""
+import os, sys, time
+root, data = sys.argv[1], b"x" * 4096
+t0 = time.perf_counter()
+for i in range(20):  # 20,000 files of 4 KiB in 20 directories, as in the benchmark
+    d = os.path.join(root, f"d{i:03d}")
+    os.mkdir(d)
+    for j in range(1000):
+        fd = os.open(os.path.join(d, f"f{j:05d}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+print(time.perf_counter() - t0)
+"""
 CATEGORIES = ["caller, own code", "caller, FUSE request", "caller, other kernel",
               "daemon, scratchfs", "daemon, libc", "daemon, kernel",
               "zeroing new pages", "idle", "other"]
@@ -111,6 +124,8 @@ WORKLOADS = [
         "fio", "--name=w", f"--directory={d}", "--ioengine=psync", "--direct=0",
         "--fallocate=none", "--rw=write", "--bs=1M", "--size=2G", "--output-format=json"],
              seconds=fio_seconds),
+    Workload("create", {"python3"}, lambda d: [sys.executable, "-c", CREATE_STEP, d],
+             seconds=printed_seconds),
     Workload("tar", {"tar"}, lambda d: ["tar", "-xf", TARBALL, "-C", os.path.join(d, "tree")],
              tar_setup),
     Workload("rm", {"rm"}, lambda d: ["rm", "-rf", os.path.join(d, "tree")], rm_setup),
