@@ -84,6 +84,11 @@ pub enum FsError {
     Range,
     /// An xattr value or list is too large.
     TooBig,
+    /// A node's attribute names would no longer fit in one `listxattr`
+    /// answer (`XATTR_LIST_MAX`). ENOSPC, as ext4 answers when an inode's
+    /// attribute space is full; not a refusal of the quota, so it is
+    /// neither counted as one nor held back for memory being released.
+    AttrListFull,
     /// Not supported by this filesystem.
     NotSupported,
     /// Too many hard links.
@@ -122,6 +127,7 @@ impl fmt::Display for FsError {
             FsError::NoData => "no such attribute",
             FsError::Range => "result out of range",
             FsError::TooBig => "attribute too large",
+            FsError::AttrListFull => "no room for another attribute name on this node",
             FsError::NotSupported => "operation not supported",
             FsError::TooManyLinks => "too many links",
             FsError::NoSuchOffset => "no data or hole at or after offset",

@@ -75,10 +75,7 @@ impl Xattrs {
             (Some(old), _) => Ok((cost(name, value), cost(name, old))),
             (None, _) => {
                 if self.list_len() + name.len() + 1 > XATTR_LIST_MAX {
-                    return Err(FsError::NoSpace(super::error::NoSpaceCause::Quota {
-                        requested: name.len() as u64 + 1,
-                        available: (XATTR_LIST_MAX - self.list_len()) as u64,
-                    }));
+                    return Err(FsError::AttrListFull);
                 }
                 Ok((cost(name, value), 0))
             }

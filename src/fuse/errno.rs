@@ -23,6 +23,7 @@ pub(crate) fn errno(err: &FsError) -> Errno {
         FsError::NoData => Errno::NO_XATTR,
         FsError::Range => Errno::ERANGE,
         FsError::TooBig => Errno::E2BIG,
+        FsError::AttrListFull => Errno::ENOSPC,
         FsError::NotSupported => Errno::EOPNOTSUPP,
         FsError::TooManyLinks => Errno::EMLINK,
         FsError::NoSuchOffset => Errno::ENXIO,
@@ -58,6 +59,8 @@ mod tests {
         ] {
             assert_eq!(errno(&FsError::NoSpace(cause)), Errno::ENOSPC);
         }
+        // A node's attribute names filling one listxattr answer: ENOSPC too.
+        assert_eq!(errno(&FsError::AttrListFull), Errno::ENOSPC);
         assert_eq!(errno(&FsError::NoData), Errno::from_i32(libc::ENODATA));
     }
 }
