@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
-use scratchfs::{Fallocate, FsError, Ino, Seek, Shape, StoragePolicy, WriteOptions};
+
+use scratchfs::{Fallocate, FsError, Ino, NoSpaceCause, Seek, Shape, StoragePolicy, WriteOptions};
 
 const W: WriteOptions = WriteOptions { kill_suidgid: false, from_page_cache: false };
 
@@ -142,6 +145,40 @@ fn fallocate_modes() {
 }
 
 #[test]
+fn fallocate_work_follows_the_data_not_the_range() {
+    // fallocate(0, 2^62) on a 1 MiB quota used to work out its cost a 2 MiB
+    // cell or 64 KiB block at a time (hours, with the file locked), and
+    // punching or zeroing a huge sparse random-access file visited every
+    // block position in the range. Both now answer at once.
+    let huge = 1u64 << 62;
+    for policy in [StoragePolicy::Sequential, StoragePolicy::RandomAccess, StoragePolicy::Auto] {
+        let e = Arc::new(engine(1 << 20, policy));
+        let (ino, fh) = file_with(&e, Ino::ROOT, "f", b"x");
+        let used = e.stats().used_bytes;
+        for mode in [
+            Fallocate::Allocate { keep_size: false },
+            Fallocate::Allocate { keep_size: true },
+            Fallocate::ZeroRange { keep_size: true },
+        ] {
+            let r = returns(&e, move |e| e.fallocate(fh, 0, huge, mode));
+            assert!(matches!(r, Err(FsError::NoSpace(NoSpaceCause::Quota { .. }))), "{policy:?} {mode:?}: {r:?}");
+        }
+        assert_eq!(e.stats().used_bytes, used, "{policy:?}: refusals change nothing");
+        assert_eq!(e.getattr(ino).unwrap().size, 1);
+        // A sparse file of 2^62 bytes with data at both ends.
+        e.setattr(ino, &scratchfs::SetAttr { size: Some(huge), ..Default::default() }, &ROOT).unwrap();
+        e.write(fh, huge - 5, b"tail!", W).unwrap();
+        returns(&e, move |e| e.fallocate(fh, 0, huge - 1, Fallocate::ZeroRange { keep_size: true })).unwrap_err();
+        returns(&e, move |e| e.fallocate(fh, 1, huge - 3, Fallocate::PunchHole)).unwrap();
+        assert_eq!(&e.read(fh, 0, 2).unwrap()[..], b"x\0");
+        assert_eq!(&e.read(fh, huge - 5, 5).unwrap()[..], b"\0\0\0l!");
+        assert_eq!(e.getattr(ino).unwrap().size, huge);
+        e.release(fh).unwrap();
+        invariants(&e);
+    }
+}
+
+#[test]
 fn truncate_releases_quota_at_once() {
     let e = engine(64 << 20, StoragePolicy::Auto);
     let base = e.stats().used_bytes;
@@ -167,6 +204,42 @@ fn copy_file_range_copies_and_refuses_overlap() {
     assert_eq!(content(&e, dst), &data[100..]);
     assert_eq!(e.copy_file_range(src, 0, src, 10, 100), Err(FsError::InvalidArgument));
     assert_eq!(e.copy_file_range(src, 0, src, 3_000_000, 100).unwrap(), 100);
+    invariants(&e);
+}
+
+#[test]
+fn copy_file_range_stops_at_the_sources_end_of_file() {
+    let e = engine(64 << 20, StoragePolicy::Auto);
+    let (_, fh) = file_with(&e, Ino::ROOT, "f", &[7u8; 100]);
+    // Within one file: the first piece written past the end moves the end
+    // of file; the copy still ends where the source's data did.
+    assert_eq!(e.copy_file_range(fh, 0, fh, 8 << 20, 4 << 20).unwrap(), 100);
+    assert_eq!(e.read(fh, 8 << 20, 200).unwrap().len(), 100);
+    // A length that would pass the largest file size is cut short there,
+    // as Linux does, not refused.
+    let (_, src) = file_with(&e, Ino::ROOT, "src", &[8u8; 100]);
+    let (_, dst) = file_with(&e, Ino::ROOT, "dst", b"");
+    assert_eq!(e.copy_file_range(src, 0, dst, 1 << 20, u64::MAX).unwrap(), 100);
+    assert_eq!(e.copy_file_range(src, 0, dst, i64::MAX as u64, 1), Err(FsError::FileTooLarge));
+    invariants(&e);
+}
+
+#[test]
+fn o_trunc_frees_memory_held_past_the_end_of_an_empty_file() {
+    let e = engine(64 << 20, StoragePolicy::Auto);
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", b"");
+    let empty = e.stats().used_bytes;
+    e.fallocate(fh, 0, 8 << 20, Fallocate::Allocate { keep_size: true }).unwrap();
+    assert_eq!(e.getattr(ino).unwrap().size, 0);
+    assert!(e.stats().used_bytes >= empty + (8 << 20));
+    let mtime = e.getattr(ino).unwrap().mtime;
+    let flags = scratchfs::OpenFlags { read: false, write: true, truncate: true, exclusive: false };
+    let fh2 = e.open(ino, flags, &ROOT).unwrap();
+    assert_eq!(e.stats().used_bytes, empty);
+    assert_eq!(e.getattr(ino).unwrap().blocks, 0);
+    assert_eq!(e.getattr(ino).unwrap().mtime, mtime, "the size did not change");
+    e.release(fh2).unwrap();
+    e.release(fh).unwrap();
     invariants(&e);
 }
 

@@ -32,13 +32,19 @@ impl Engine {
             Content::Symlink(_) => return Err(FsError::InvalidArgument),
             Content::Special => {}
             Content::File(f) => {
-                if flags.truncate && flags.write && !f.is_empty() {
+                // An empty file may still hold memory past its end
+                // (`fallocate` with KEEP_SIZE): truncating frees it, as on
+                // tmpfs; the times change only if the size did.
+                if flags.truncate && flags.write && (!f.is_empty() || f.stored() > 0) {
+                    let emptied = !f.is_empty();
                     let before = f.charge();
                     f.truncate(0);
                     self.quota.release(before - f.charge());
-                    st.touch_modified(Timestamp::now());
-                    if caller.uid != 0 {
-                        st.kill_suidgid();
+                    if emptied {
+                        st.touch_modified(Timestamp::now());
+                        if caller.uid != 0 {
+                            st.kill_suidgid();
+                        }
                     }
                 }
             }
@@ -229,12 +235,12 @@ impl Engine {
         let before = file.charge();
         match mode {
             Fallocate::Allocate { keep_size } => {
-                let bytes = self.reserve(file.allocate_cost(off, len), "fallocate", node.ino)?;
+                let bytes = self.reserve_backing(file, off, len, node.ino)?;
                 file.allocate(off, len, keep_size);
                 bytes.settle(before, file.charge());
             }
             Fallocate::ZeroRange { keep_size } => {
-                let bytes = self.reserve(file.allocate_cost(off, len), "fallocate", node.ino)?;
+                let bytes = self.reserve_backing(file, off, len, node.ino)?;
                 file.zero_range(off, len, keep_size);
                 bytes.settle(before, file.charge());
             }
@@ -257,6 +263,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Reserves what backing `[off, off + len)` of `file` with memory costs.
+    /// The exact cost walks the range a grid cell or block at a time, so a
+    /// range the quota could never hold (`fallocate` of 2^62 bytes) is
+    /// refused first, from a bound that needs no walk: every byte of the
+    /// range not stored yet costs at least a byte.
+    fn reserve_backing(&self, file: &FileData, off: u64, len: u64, ino: Ino) -> Result<Reservation<'_>> {
+        drop(self.reserve(len.saturating_sub(file.stored()), "fallocate", ino)?);
+        self.reserve(file.allocate_cost(off, len), "fallocate", ino)
+    }
+
     /// `SEEK_DATA` or `SEEK_HOLE` from `off`.
     pub fn lseek(&self, fh: Fh, off: u64, whence: Seek) -> Result<u64> {
         let node = self.handle_node(fh)?;
@@ -274,7 +290,12 @@ impl Engine {
     pub fn copy_file_range(&self, fh_in: Fh, off_in: u64, fh_out: Fh, off_out: u64, len: u64) -> Result<u64> {
         let src = self.handle_node(fh_in)?;
         let dst = self.handle_node(fh_out)?;
-        off_out.checked_add(len.min(MAX_FILE_SIZE)).filter(|&e| e <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
+        // As Linux does: a copy that would pass the largest file size is cut
+        // short there; one that starts at or past it is refused.
+        if off_out >= MAX_FILE_SIZE {
+            return Err(FsError::FileTooLarge);
+        }
+        let len = len.min(MAX_FILE_SIZE - off_out);
         if Arc::ptr_eq(&src, &dst) && off_in < off_out.saturating_add(len) && off_out < off_in.saturating_add(len) {
             return Err(FsError::InvalidArgument);
         }
@@ -300,6 +321,9 @@ impl Engine {
                 Ok(()) => done += piece.len() as u64,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
+            }
+            if (piece.len() as u64) < u64::from(want) {
+                break; // the source's end of file (a copy within one file may have moved it)
             }
         }
         Ok(done)

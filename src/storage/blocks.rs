@@ -204,10 +204,26 @@ impl BlockMap {
         self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
     }
 
+    /// The pieces of `[off, end)` that fall in blocks present: the work of
+    /// punching or zeroing a range is the data in it, not its length (a
+    /// sparse file may be 2^63 bytes long).
+    fn present(&self, off: u64, end: u64) -> Vec<(u64, u64, u64)> {
+        if off >= end {
+            return Vec::new();
+        }
+        self.blocks
+            .range(off / BLOCK_SIZE..=(end - 1) / BLOCK_SIZE)
+            .map(|(&idx, _)| {
+                let base = idx * BLOCK_SIZE;
+                (idx, off.max(base) - base, end.min(base + BLOCK_SIZE) - base)
+            })
+            .collect()
+    }
+
     /// Turns `[off, end)` into a hole: whole blocks and block tails are
     /// released, the middle of a block is zeroed in place. Needs no quota.
     pub(crate) fn punch(&mut self, off: u64, end: u64) {
-        for (idx, a, b) in pieces(off, end) {
+        for (idx, a, b) in self.present(off, end) {
             let Some(block) = self.blocks.get_mut(&idx) else { continue };
             if b >= block.len() as u64 {
                 self.cut_block(idx, a);
@@ -231,7 +247,7 @@ impl BlockMap {
 
     /// Overwrites existing data in `[off, end)` with zeros.
     pub(crate) fn zero_existing(&mut self, off: u64, end: u64) {
-        for (idx, a, b) in pieces(off, end) {
+        for (idx, a, b) in self.present(off, end) {
             if let Some(block) = self.blocks.get_mut(&idx) {
                 let b = b.min(block.len() as u64);
                 if a < b {

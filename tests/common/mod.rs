@@ -93,3 +93,15 @@ pub fn invariants(e: &Engine) {
         panic!("invariant broken: {msg}");
     }
 }
+
+/// Runs `f` on `e` on another thread and returns its result. The operations
+/// tested with it take microseconds; a watchdog of a minute turns one that
+/// walks a huge range (hours) into a failure instead of a hung test run.
+pub fn returns<T: Send + 'static>(e: &Arc<Engine>, f: impl FnOnce(&Engine) -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e = e.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(f(&e));
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("still running after a minute")
+}
