@@ -124,9 +124,17 @@ impl Quota {
         if n == 0 {
             return;
         }
-        let prev = self.used.fetch_sub(n, Ordering::AcqRel);
+        // Saturating: were the books ever wrong (a request that panicked
+        // between its change and its settlement), wrapping would leave the
+        // mount refusing every allocation from then on.
+        let prev = match self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n))) {
+            Ok(prev) | Err(prev) => prev,
+        };
         self.released.fetch_add(n, Ordering::Relaxed);
         debug_assert!(prev >= n, "quota underflow: releasing {n} of {prev}");
+        if prev < n {
+            log::error!("quota underflow: releasing {n} bytes of {prev} charged; counted as 0");
+        }
     }
 
     /// Counts one more node, or refuses at the node limit.
