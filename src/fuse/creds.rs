@@ -7,8 +7,11 @@
 //! (one system call), the supplementary groups from
 //! `/proc/<tid>/task/<tid>/status` (as libfuse's `fuse_req_getgroups`
 //! does). A caller who owns what it touches pays for neither. A task that
-//! cannot be asked (gone, or in another pid namespace) is taken to have no
-//! capabilities and no supplementary groups.
+//! cannot be asked (gone, or in another pid namespace: the kernel then
+//! sends pid 0) is taken to have no capabilities and no supplementary
+//! groups; so is a task in another user namespace, whose capabilities hold
+//! there (anyone can `unshare -Ur`) and count on our inodes only for ids
+//! mapped into it, which is not checked here.
 
 use std::cell::OnceCell;
 
@@ -60,8 +63,12 @@ impl Credentials for RequestCreds {
     }
 }
 
-/// The effective capability set of thread `tid`.
+/// The effective capability set of thread `tid`, if it counts here.
 fn effective_caps(tid: u32) -> Option<u64> {
+    // To capget, pid 0 is the calling thread: the daemon, not the caller.
+    if tid == 0 || !in_our_user_namespace(tid) {
+        return None;
+    }
     #[repr(C)]
     struct Header {
         version: u32,
@@ -84,6 +91,16 @@ fn effective_caps(tid: u32) -> Option<u64> {
         return None;
     }
     Some(u64::from(data[1].effective) << 32 | u64::from(data[0].effective))
+}
+
+/// Whether thread `tid` lives in the daemon's user namespace.
+fn in_our_user_namespace(tid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    match (ns(format!("/proc/{tid}/ns/user")), ns("/proc/self/ns/user".to_owned())) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
+    }
 }
 
 /// The `Groups:` line of a `/proc/.../status` file.
@@ -128,5 +145,59 @@ mod tests {
         // A task that cannot be asked has nothing beyond its header.
         let gone = RequestCreds::new(uid, gid, i32::MAX as u32);
         assert!(!gone.capable(Capability::DacOverride) && !gone.in_group(gid.wrapping_add(1)));
+    }
+
+    #[test]
+    fn a_caller_outside_our_pid_namespace_does_not_get_the_daemons_capabilities() {
+        // SAFETY: gettid has no preconditions.
+        let ours = effective_caps(unsafe { libc::gettid() } as u32).unwrap_or(0);
+        assert!(ours & 2 != 0, "run as root (CAP_DAC_OVERRIDE): the case needs a daemon that holds it");
+        let stranger = RequestCreds::new(65534, 65534, 0);
+        assert!(!stranger.capable(Capability::DacOverride) && !stranger.capable(Capability::Fowner));
+    }
+
+    #[test]
+    fn capabilities_held_in_another_user_namespace_do_not_count() {
+        // A child becomes nobody, then makes a user namespace of its own, in
+        // which it holds every capability (as `unshare -Ur` does).
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only makes system calls, then waits to be killed.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            // SAFETY: async-signal-safe calls in the forked child.
+            unsafe {
+                let ok = libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setgid(65534) == 0
+                    && libc::setuid(65534) == 0
+                    && libc::unshare(libc::CLONE_NEWUSER) == 0;
+                let b = [u8::from(ok)];
+                libc::write(fds[1], b.as_ptr().cast(), 1);
+                libc::pause();
+                libc::_exit(0);
+            }
+        }
+        let mut b = [0u8];
+        // SAFETY: reads one byte into b.
+        let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+        let nobody = RequestCreds::new(65534, 65534, child as u32);
+        let held_there = status_of(child).contains("CapEff:\t000001ff");
+        let (dac, fowner) = (nobody.capable(Capability::DacOverride), nobody.capable(Capability::Fowner));
+        // SAFETY: our own child, killed and reaped; our pipe's descriptors.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert_eq!((n, b[0]), (1, 1), "the child could not make a user namespace as nobody");
+        assert!(held_there, "the child holds its capabilities in its own namespace");
+        assert!(!dac && !fowner, "capabilities of another user namespace counted here");
+    }
+
+    fn status_of(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
     }
 }
