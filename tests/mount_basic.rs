@@ -165,6 +165,47 @@ fn mount_helper_and_fstab_style_options() {
     assert!(wait_until(Duration::from_secs(3), || exited(pid)));
 }
 
+#[test]
+fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
+    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    let remount = |opts: &str, flags: &[&str]| {
+        let out = Command::new(BIN).arg("none").arg(&m.path).args(["-o", opts]).args(flags).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(remount("remount,ro", &[]), (Some(0), String::new()));
+    let erofs = std::fs::write(m.join("x"), b"1").unwrap_err();
+    assert_eq!(erofs.raw_os_error(), Some(libc::EROFS));
+    // comment= only annotates (mount(8), fstab): not a setting.
+    assert_eq!(remount("remount,rw,comment=x-gvfs-show", &[]), (Some(0), String::new()));
+    std::fs::write(m.join("x"), b"1").unwrap();
+    // Settings are fixed, whether given as -o options or as flags.
+    for (opts, flags) in [
+        ("remount,ro,size=1G", &[][..]),
+        ("remount,ro", &["--size", "1G"][..]),
+        ("remount,ro", &["--max-nodes", "5"][..]),
+    ] {
+        let (code, err) = remount(opts, flags);
+        assert_eq!(code, Some(1), "{opts} {flags:?}");
+        assert!(err.contains("can only switch between ro and rw"), "{opts} {flags:?}: {err}");
+    }
+    std::fs::write(m.join("y"), b"still read-write").unwrap();
+    assert_eq!(m.stats().quota.max_bytes, 64 << 20);
+    // Another filesystem is not ours to remount. The tmpfs lives in a
+    // private mount namespace, so it goes away with the shell.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"mount -t tmpfs scratchfs-remount-probe "$1" || exit 9
+"$2" none "$1" -o remount,ro; echo "rc=$?"; findmnt -no FSTYPE,OPTIONS "$1""#;
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(tmp.path())
+        .arg(BIN)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rc=1") && stdout.contains("tmpfs") && stdout.contains("rw,"), "{stdout}{stderr}");
+    assert!(stderr.contains("is a tmpfs mount, not scratchfs"), "{stderr}");
+}
+
 fn error_of(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
@@ -190,6 +231,7 @@ fn bad_invocations_fail_with_one_clear_line() {
         (vec![mnt, "-o", "frobnicate"], "unknown mount option 'frobnicate'"),
         (vec![mnt, "--size", "900T"], "larger than the memory available"),
         (vec![mnt, "--size", "1K"], "too small"),
+        (vec![mnt, "--size", "18446744073709551616"], "too large"),
     ];
     for (args, expect) in cases {
         let err = error_of(&args);

@@ -736,6 +736,10 @@ fn kill_9_without_auto_unmount_answers_enotconn_until_umount_l() {
     let ls = Command::new("ls").arg(&m.path).output().unwrap();
     let ls_err = String::from_utf8_lossy(&ls.stderr);
     assert!(ls_err.contains("Transport endpoint is not connected"), "ls says: {ls_err}");
+    // Mounting there again says what is wrong, not that it does not exist.
+    let again = Command::new(common::mount::BIN).arg(&m.path).args(["--size", "16M"]).output().unwrap();
+    let again_err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && again_err.contains("is a dead mount"), "scratchfs says: {again_err}");
     // umount -l cleans it up: the mount point is an empty directory again.
     let out = Command::new("umount").arg("-l").arg(&m.path).output().unwrap();
     assert!(out.status.success(), "umount -l: {}", String::from_utf8_lossy(&out.stderr));

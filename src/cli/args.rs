@@ -315,7 +315,7 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     let num = |v: &str| v.parse::<u32>().map_err(|_| format!("invalid value '{v}' for mount option {key}"));
     let k = key.replace('-', "_");
     let mount_only = MOUNT_ONLY_OPTIONS.contains(&k.as_str()) || IGNORED_OPTIONS.contains(&k.as_str());
-    if !mount_only && !k.starts_with("x_") {
+    if !mount_only && !k.starts_with("x_") && !k.starts_with("comment") {
         s.engine_settings_given = true;
     }
     match k.as_str() {
@@ -403,6 +403,25 @@ impl MountArgs {
         if self.no_auto_unmount {
             s.auto_unmount = false;
         }
+        // A flag that sets anything a remount cannot change counts like
+        // the `-o` option of the same name (only ro/rw can be switched).
+        s.engine_settings_given |= self.size.is_some()
+            || self.max_nodes.is_some()
+            || self.storage.is_some()
+            || self.promotion_limit.is_some()
+            || self.memory_guard.is_some()
+            || self.guard_action.is_some()
+            || self.guard_interval.is_some()
+            || self.guard_headroom.is_some()
+            || self.threads.is_some()
+            || self.delete_wait.is_some()
+            || self.busy_poll.is_some()
+            || self.cpu_latency.is_some()
+            || self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.foreground
+            || self.no_auto_unmount;
         s.panic_on_name.clone_from(&self.test_panic_on_name);
         s.daemon_permissions |= self.test_daemon_permissions;
         if s.threads == Some(0) {

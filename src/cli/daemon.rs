@@ -75,13 +75,22 @@ impl Plan {
         engine.root_gid = s.gid.unwrap_or(egid);
         let mp = &s.mountpoint;
         match std::fs::metadata(mp) {
-            Err(_) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(format!(
                     "mount point {} does not exist: create it first (mkdir -p {})",
                     mp.display(),
                     mp.display()
                 ));
             }
+            // A FUSE mount whose daemon is gone (killed without auto-unmount).
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                return Err(format!(
+                    "{} is a dead mount (its daemon is gone): unmount it first (umount -l {})",
+                    mp.display(),
+                    mp.display()
+                ));
+            }
+            Err(e) => return Err(format!("mount point {}: {e}", mp.display())),
             Ok(m) if !m.is_dir() => return Err(format!("mount point {} is not a directory", mp.display())),
             Ok(_) => {}
         }

@@ -7,12 +7,19 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
 use super::args::Settings;
-use crate::fuse::mount::is_mounted;
+use crate::fuse::mount::mount_fstype;
+
+/// The type of our mounts in /proc/self/mountinfo.
+const FSTYPE: &str = "fuse.scratchfs";
 
 pub fn run(s: &Settings) -> Result<(), String> {
     let mp = s.mountpoint.canonicalize().map_err(|e| format!("{}: {e}", s.mountpoint.display()))?;
-    if !is_mounted(&mp) {
-        return Err(format!("{} is not mounted: nothing to remount", mp.display()));
+    match mount_fstype(&mp) {
+        None => return Err(format!("{} is not mounted: nothing to remount", mp.display())),
+        Some(t) if t != FSTYPE => {
+            return Err(format!("{} is a {t} mount, not scratchfs: not remounting it", mp.display()));
+        }
+        Some(_) => {}
     }
     if s.engine_settings_given {
         return Err("a remount can only switch between ro and rw: the quota and other settings are fixed \

@@ -66,7 +66,10 @@ pub fn parse_size(text: &str) -> Result<SizeSpec, String> {
         }
         b as u64
     } else {
-        let v: u64 = num.parse().map_err(|_| bad())?;
+        let v: u64 = num.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => format!("invalid size '{text}': too large"),
+            _ => bad(),
+        })?;
         v.checked_mul(mult).ok_or_else(|| format!("invalid size '{text}': too large"))?
     };
     if bytes == 0 {

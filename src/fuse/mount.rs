@@ -102,15 +102,30 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
 }
 
-/// The device (`major:minor`) of the mount at `path`, from
-/// /proc/self/mountinfo (the last mount listed there wins, as in the kernel).
-pub fn mount_device(path: &Path) -> Option<String> {
+/// The /proc/self/mountinfo line of the mount at `path`: the last one listed
+/// for it, as the kernel's lookup finds the mount on top.
+fn mountinfo_line(path: &Path) -> Option<Vec<u8>> {
     let canon = path.canonicalize().ok()?;
     let info = std::fs::read("/proc/self/mountinfo").ok()?;
     info.split(|&b| b == b'\n')
         .rev()
-        .filter(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
-        .find_map(|line| line.split(|&b| b == b' ').nth(2).map(|d| String::from_utf8_lossy(d).into_owned()))
+        .find(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
+        .map(<[u8]>::to_vec)
+}
+
+/// The device (`major:minor`) of the mount at `path`.
+pub fn mount_device(path: &Path) -> Option<String> {
+    let line = mountinfo_line(path)?;
+    line.split(|&b| b == b' ').nth(2).map(|d| String::from_utf8_lossy(d).into_owned())
+}
+
+/// The filesystem type of the mount at `path` (`fuse.scratchfs`, `tmpfs`,
+/// ...). `None` if `path` is not a mount point.
+pub fn mount_fstype(path: &Path) -> Option<String> {
+    let line = mountinfo_line(path)?;
+    // Optional fields end at " - "; the type follows it.
+    let mut fields = line.split(|&b| b == b' ').skip_while(|&f| f != b"-");
+    fields.nth(1).map(|t| String::from_utf8_lossy(t).into_owned())
 }
 
 /// Whether a mount of the device `major:minor` is still listed in
