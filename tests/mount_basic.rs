@@ -160,6 +160,27 @@ fn mount_helper_and_fstab_style_options() {
     let df = Command::new("df").args(["-B1", "--output=size,itotal"]).arg(&dir.mnt).output().unwrap();
     let df = String::from_utf8_lossy(&df.stdout);
     assert_eq!(df.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["33554432", "1024"]);
+    // `mount -o remount,ro DIR` with the line in fstab: mount(8) merges the
+    // line's options (quota, node limit, mode) into the remount.
+    let fstab = dir.mnt.parent().unwrap().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!("{BIN}#tmpscratch {} fuse nosuid,nodev,size=32M,nr_inodes=1k,mode=0750 0 0\n", dir.mnt.display()),
+    )
+    .unwrap();
+    let remount =
+        |how: &str| Command::new("mount").arg("-T").arg(&fstab).args(["-o", how]).arg(&dir.mnt).output().unwrap();
+    let out = remount("remount,ro");
+    assert!(out.status.success(), "mount -o remount,ro: {}", String::from_utf8_lossy(&out.stderr));
+    let erofs = std::fs::write(dir.mnt.join("f"), b"x").unwrap_err();
+    assert_eq!(erofs.raw_os_error(), Some(libc::EROFS));
+    let out = remount("remount,rw");
+    assert!(out.status.success(), "mount -o remount,rw: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.mnt.join("f"), b"x").unwrap();
+    let out = remount("remount,ro,size=64M");
+    assert!(!out.status.success(), "a different quota on a remount is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not this mount's quota"));
+    std::fs::remove_file(dir.mnt.join("f")).unwrap();
     let pid = dir.pid();
     assert!(Command::new("umount").arg(&dir.mnt).status().unwrap().success());
     assert!(wait_until(Duration::from_secs(3), || exited(pid)));
@@ -178,11 +199,16 @@ fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
     // comment= only annotates (mount(8), fstab): not a setting.
     assert_eq!(remount("remount,rw,comment=x-gvfs-show", &[]), (Some(0), String::new()));
     std::fs::write(m.join("x"), b"1").unwrap();
-    // Settings are fixed, whether given as -o options or as flags.
+    // Settings are fixed, whether given as -o options or as flags; the
+    // quota may be repeated as it is (mount(8) passes an fstab line's).
+    assert_eq!(remount("remount,rw,size=64M", &[]), (Some(0), String::new()));
+    assert_eq!(remount("remount,rw", &["--size", "64M"]), (Some(0), String::new()));
     for (opts, flags) in [
         ("remount,ro,size=1G", &[][..]),
         ("remount,ro", &["--size", "1G"][..]),
         ("remount,ro", &["--max-nodes", "5"][..]),
+        ("remount,ro,mode=0700", &[][..]),
+        ("remount,ro", &["--storage", "random-access"][..]),
     ] {
         let (code, err) = remount(opts, flags);
         assert_eq!(code, Some(1), "{opts} {flags:?}");

@@ -219,7 +219,9 @@ pub struct Settings {
     pub daemon_permissions: bool,
     /// `-o remount`: change an existing mount instead of creating one.
     pub remount: bool,
-    /// Engine settings given (a remount cannot change them).
+    /// Engine settings given (a remount cannot change them), other than
+    /// the quota, the node limit and the root's mode and owner, which a
+    /// remount may repeat unchanged.
     pub engine_settings_given: bool,
 }
 
@@ -315,7 +317,11 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     let num = |v: &str| v.parse::<u32>().map_err(|_| format!("invalid value '{v}' for mount option {key}"));
     let k = key.replace('-', "_");
     let mount_only = MOUNT_ONLY_OPTIONS.contains(&k.as_str()) || IGNORED_OPTIONS.contains(&k.as_str());
-    if !mount_only && !k.starts_with("x_") && !k.starts_with("comment") {
+    // What a remount may repeat unchanged (mount(8) merges an fstab line's
+    // options into `mount -o remount,ro DIR`): checked against the running
+    // mount then (`remount.rs`), not refused outright.
+    let repeatable = matches!(k.as_str(), "size" | "nr_inodes" | "max_nodes" | "mode" | "uid" | "gid");
+    if !mount_only && !repeatable && !k.starts_with("x_") && !k.starts_with("comment") {
         s.engine_settings_given = true;
     }
     match k.as_str() {
@@ -405,9 +411,7 @@ impl MountArgs {
         }
         // A flag that sets anything a remount cannot change counts like
         // the `-o` option of the same name (only ro/rw can be switched).
-        s.engine_settings_given |= self.size.is_some()
-            || self.max_nodes.is_some()
-            || self.storage.is_some()
+        s.engine_settings_given |= self.storage.is_some()
             || self.promotion_limit.is_some()
             || self.memory_guard.is_some()
             || self.guard_action.is_some()
@@ -417,9 +421,6 @@ impl MountArgs {
             || self.delete_wait.is_some()
             || self.busy_poll.is_some()
             || self.cpu_latency.is_some()
-            || self.mode.is_some()
-            || self.uid.is_some()
-            || self.gid.is_some()
             || self.foreground
             || self.no_auto_unmount;
         s.panic_on_name.clone_from(&self.test_panic_on_name);

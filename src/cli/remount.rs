@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
 use super::args::Settings;
+use super::units::{SizeSpec, human_bytes};
 use crate::fuse::mount::mount_fstype;
 
 /// The type of our mounts in /proc/self/mountinfo.
@@ -21,11 +22,12 @@ pub fn run(s: &Settings) -> Result<(), String> {
         }
         Some(_) => {}
     }
+    const FIXED: &str = "a remount can only switch between ro and rw: the quota and other settings are fixed \
+                         until you unmount and mount again";
     if s.engine_settings_given {
-        return Err("a remount can only switch between ro and rw: the quota and other settings are fixed \
-                    until you unmount and mount again"
-            .to_owned());
+        return Err(FIXED.to_owned());
     }
+    same_limits(s, &mp).map_err(|what| format!("{what}; {FIXED}"))?;
     let target = CString::new(mp.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_owned())?;
     // Keep the mount point's other flags as they are (mount.fuse3 appends
     // `dev,suid` to every invocation; a remount must not drop nosuid/nodev).
@@ -59,4 +61,48 @@ pub fn run(s: &Settings) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// A quota, node limit, or root mode or owner given with a remount
+/// (mount(8) passes an fstab line's) must be the running mount's: a
+/// remount cannot change them.
+fn same_limits(s: &Settings, mp: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata(mp).map_err(|e| format!("{}: {e}", mp.display()))?;
+    if let Some(mode) = s.mode.filter(|&m| m != root.mode() & 0o7777) {
+        return Err(format!("mode={mode:o} is not the mount root's ({:o})", root.mode() & 0o7777));
+    }
+    if let Some(uid) = s.uid.filter(|&u| u != root.uid()) {
+        return Err(format!("uid={uid} is not the mount root's owner ({})", root.uid()));
+    }
+    if let Some(gid) = s.gid.filter(|&g| g != root.gid()) {
+        return Err(format!("gid={gid} is not the mount root's group ({})", root.gid()));
+    }
+    if s.size.is_none() && s.max_nodes.is_none() {
+        return Ok(());
+    }
+    let running = super::stats::fetch(mp)?;
+    match s.size {
+        Some(SizeSpec::Bytes(b)) if b != running.quota.max_bytes => {
+            return Err(format!(
+                "size={} is not this mount's quota ({})",
+                human_bytes(b),
+                human_bytes(running.quota.max_bytes)
+            ));
+        }
+        Some(SizeSpec::Percent(p)) => {
+            return Err(format!(
+                "size={p}% cannot be checked against this mount's quota ({}): leave it out of the remount",
+                human_bytes(running.quota.max_bytes)
+            ));
+        }
+        _ => {}
+    }
+    match (s.max_nodes, running.nodes.limit) {
+        (Some(n), limit) if Some(n) != limit => Err(format!(
+            "a node limit of {n} is not this mount's ({})",
+            limit.map_or_else(|| "none".to_owned(), |l| l.to_string())
+        )),
+        _ => Ok(()),
+    }
 }
