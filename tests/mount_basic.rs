@@ -232,6 +232,25 @@ fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
     assert!(stderr.contains("is a tmpfs mount, not scratchfs"), "{stderr}");
 }
 
+#[test]
+fn stats_ends_when_its_output_does() {
+    let Some(m) = Mount::new(&["--size", "16M"]) else { return };
+    let mnt = m.path.to_str().unwrap();
+    // A reader that goes away ends --watch (it used to loop for ever:
+    // timeout's 124).
+    let watch = Command::new("bash")
+        .args(["-c", r#"timeout 20 "$1" stats --watch "$2" | head -c 10 >/dev/null; echo "${PIPESTATUS[0]}""#])
+        .args(["bash", BIN, mnt])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&watch.stdout).trim(), "0", "stats --watch | head: its exit status");
+    // A write that fails is an error, not a success.
+    let full =
+        Command::new(BIN).args(["stats", mnt]).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+    assert_eq!(full.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&full.stderr).contains("cannot write the report"));
+}
+
 fn error_of(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");

@@ -154,11 +154,19 @@ pub fn run(args: &StatsArgs) -> Result<(), String> {
         let report = fetch(&args.mountpoint)?;
         let text = if args.json { report.to_json() + "\n" } else { render(&report, &args.mountpoint) };
         let mut stdout = std::io::stdout().lock();
-        if args.watch {
-            let _ = write!(stdout, "\x1b[H\x1b[2J");
+        let written = (|| {
+            if args.watch {
+                write!(stdout, "\x1b[H\x1b[2J")?;
+            }
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()
+        })();
+        match written {
+            // The reader is gone (`scratchfs stats --watch | head`): done.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(format!("cannot write the report: {e}")),
+            Ok(()) => {}
         }
-        let _ = stdout.write_all(text.as_bytes());
-        let _ = stdout.flush();
         if !args.watch {
             return Ok(());
         }
