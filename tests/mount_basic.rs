@@ -112,6 +112,7 @@ fn umount_ends_the_daemon() {
         let status = Command::new("bash").arg("-c").arg(format!("{how} {}", dir.mnt.display())).status().unwrap();
         assert!(status.success(), "{how}");
         assert!(wait_until(Duration::from_secs(3), || exited(pid)), "daemon still running after {how}");
+        assert!(!dir.pid_file.exists(), "a daemon that ended removes its pid file");
     }
 }
 
@@ -277,6 +278,9 @@ fn bad_invocations_fail_with_one_clear_line() {
         (vec![mnt, "--size", "900T"], "larger than the memory available"),
         (vec![mnt, "--size", "1K"], "too small"),
         (vec![mnt, "--size", "18446744073709551616"], "too large"),
+        // Nothing stays mounted when the pid file cannot be written (the
+        // next case mounts here).
+        (vec![mnt, "--size", "16M", "--pid-file", "/nonexistent-dir/x.pid"], "cannot write pid file"),
     ];
     for (args, expect) in cases {
         let err = error_of(&args);

@@ -771,6 +771,7 @@ fn relative_pid_and_log_files_are_relative_to_the_callers_directory() {
     let pid =
         [&in_cwd, &in_root].iter().find_map(|p| std::fs::read_to_string(p).ok()).and_then(|s| s.trim().parse().ok());
     let misplaced = in_root.exists();
+    let written = in_cwd.exists();
     let _ = std::fs::remove_file(&in_root);
     common::mount::force_unmount(&bg.mnt);
     if let Some(pid) = pid {
@@ -778,7 +779,35 @@ fn relative_pid_and_log_files_are_relative_to_the_callers_directory() {
     }
     assert!(bg.dir().join("daemon-rel.log").exists(), "the log file is in the caller's directory");
     assert!(!misplaced, "the pid file was written to {} instead of {}", in_root.display(), in_cwd.display());
-    assert!(in_cwd.exists(), "no pid file in the caller's directory");
+    assert!(written, "no pid file in the caller's directory");
+    assert!(!in_cwd.exists(), "the daemon removes its pid file when it ends");
+}
+
+/// With -f the log goes to stderr, or to `--log-file` when one is given.
+#[test]
+fn a_foreground_daemon_writes_its_log_to_the_log_file_given() {
+    if !common::mount::require_fuse() {
+        return;
+    }
+    let bg = Background::new();
+    let log = bg.dir().join("fg.log");
+    let mut child = Command::new(BIN)
+        .arg(&bg.mnt)
+        .args(["--size", "16M", "-f", "--log-file"])
+        .arg(&log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mounted = wait_until(Duration::from_secs(10), || common::mount::is_mounted(&bg.mnt));
+    common::mount::force_unmount(&bg.mnt);
+    let status = common::mount::wait_child(&mut child, Duration::from_secs(10));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(mounted && status.is_some_and(|s| s.success()), "foreground daemon: {status:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("scratchfs mounted on") && text.contains("unmounted"), "log file: {text:?}");
 }
 
 /// How many mounts sit on `path` (per /proc/self/mountinfo).

@@ -161,7 +161,7 @@ pub struct MountArgs {
     /// Group of the root directory [default: the caller's group].
     #[arg(long)]
     pub gid: Option<u32>,
-    /// Append the daemon's log to this file (otherwise it goes to stderr).
+    /// Append the daemon's log to this file [default: stderr with -f, syslog in the background].
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// Write the daemon's process id to this file once the mount is ready.

@@ -209,7 +209,14 @@ pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
     let engine = Engine::new(plan.engine).map_err(|e| engine_error(&e, &plan.engine))?;
     let engine = Arc::new(engine);
     plan.inherited = inherited;
-    if plan.foreground { serve(engine, &mut plan, None) } else { daemonize(engine, &mut plan) }
+    if !plan.foreground {
+        return daemonize(engine, &mut plan);
+    }
+    if let Some(path) = &plan.log_file {
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
+        super::log::to_file(file.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?);
+    }
+    serve(engine, &mut plan, None)
 }
 
 fn daemonize(engine: Arc<Engine>, plan: &mut Plan) -> Result<(), String> {
@@ -370,10 +377,13 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         if plan.adapter.busy_poll { ", busy polling" } else { "" },
         if auto_unmount { ", auto-unmount on" } else { "" }
     );
+    let pid = format!("{}\n", std::process::id());
     if let Some(path) = &plan.pid_file
-        && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
+        && let Err(e) = std::fs::write(path, &pid)
     {
-        log::warn!("cannot write pid file {}: {e}", path.display());
+        drop(session);
+        let _ = unmount(&mp);
+        return fail(&mut notify, format!("cannot write pid file {}: {e}", path.display()));
     }
     if let Some(mut n) = notify.take() {
         let _ = n.write_all(b"ready\n");
@@ -392,6 +402,12 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         other => other,
     };
     drop(watcher);
+    // Our pid file, unless another daemon has written its own there since.
+    if let Some(path) = &plan.pid_file
+        && std::fs::read_to_string(path).is_ok_and(|text| text == pid)
+    {
+        let _ = std::fs::remove_file(path);
+    }
     log::info!("{} unmounted", mp.display());
     result.map_err(|e| format!("FUSE session on {} ended with an error: {e}", mp.display()))
 }
