@@ -15,6 +15,19 @@ root=$(repo_root)
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then mnt=$1; shift
 elif [ "$(id -u)" -eq 0 ]; then mnt=/mnt/scratch
 else mnt=$HOME/scratch; fi
+# The mount point comes first: one given after the options would be taken
+# by scratchfs as the mount point, with ours as its source.
+prev=
+for arg in "$@"; do
+  case "$prev" in --log-file | --pid-file | -o) prev=$arg; continue ;; esac
+  case "$arg" in
+    /* | ./* | ../* | '~'*)
+      echo "mount.sh: '$arg' looks like a mount point: give it first (scripts/mount.sh MOUNTPOINT [options])" >&2
+      exit 2
+      ;;
+  esac
+  prev=$arg
+done
 
 command -v fusermount3 >/dev/null || "$root/scripts/setup.sh" --mount-only
 if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then

@@ -286,6 +286,15 @@ fn bad_invocations_fail_with_one_clear_line() {
         let err = error_of(&args);
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+    // Too few descriptors for the worker threads: refused before mounting
+    // (the command used to succeed, then the daemon ended).
+    let out = Command::new("sh")
+        .args(["-c", r#"ulimit -n 40 && exec "$0" "$1" --size 16M --threads 100 --busy-poll off"#, BIN, mnt])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("need about 164 open files"), "{err}");
+    assert!(!is_mounted(&dir.mnt));
     // Too big for memory, but the guard only warns: it mounts.
     let out = daemon(&dir, &["--size", "900T", "--guard-action", "warn", "--memory-guard", "init"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

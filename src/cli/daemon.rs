@@ -206,6 +206,7 @@ fn engine_error(e: &FsError, cfg: &EngineConfig) -> String {
 /// Mounts and serves; returns once the filesystem is unmounted (foreground)
 /// or once the background daemon reports the mount ready.
 pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
+    ensure_descriptors(plan.threads)?;
     let engine = Engine::new(plan.engine).map_err(|e| engine_error(&e, &plan.engine))?;
     let engine = Arc::new(engine);
     plan.inherited = inherited;
@@ -217,6 +218,35 @@ pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
         super::log::to_file(file.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?);
     }
     serve(engine, &mut plan, None)
+}
+
+/// Each worker thread reads a clone of the FUSE device, which fuser opens
+/// only once the session runs, after the mount has been reported ready: a
+/// descriptor limit too low for them would end the daemon after the command
+/// had succeeded. So the soft limit is raised as far as needed (up to the
+/// hard one), or the mount refused now.
+fn ensure_descriptors(threads: usize) -> Result<(), String> {
+    /// Descriptors beyond one per worker: stdio, the device, the pipe to the
+    /// parent, the latency request, log and pid files, /proc readings.
+    const SPARE: u64 = 64;
+    let need = (threads as u64).saturating_add(SPARE);
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= need {
+        return Ok(());
+    }
+    if lim.rlim_max >= need {
+        let raised = libc::rlimit { rlim_cur: need, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{threads} request-handling threads need about {need} open files, but the limit is {} (ulimit -n): \
+         raise it or give fewer --threads",
+        lim.rlim_cur
+    ))
 }
 
 fn daemonize(engine: Arc<Engine>, plan: &mut Plan) -> Result<(), String> {

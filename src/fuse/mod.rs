@@ -308,7 +308,12 @@ impl FuseFs {
     {
         let Allocating { op, late } = op.into();
         let mut r = call(&self.engine, args);
-        if matches!(r, Err(FsError::NoSpace(_))) && self.in_flight.load(Ordering::Acquire) > 1 {
+        if let Err(FsError::NoSpace(cause)) = &r
+            && self.in_flight.load(Ordering::Acquire) > 1
+        {
+            // Tried again once the others settle: the retry's refusal, if
+            // any, is the one counted.
+            self.engine.withdraw_refusal(cause, late);
             self.settle_in_flight();
             r = call(&self.engine, args);
         }
