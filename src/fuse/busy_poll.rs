@@ -380,12 +380,16 @@ impl Shared {
                     Verdict::Quiet => {
                         // A quiet end forgets earlier contention only once
                         // that is old: a parallel job alternates both.
-                        if last_yield.is_none_or(|t| t.elapsed() > BACKOFF_MAX) {
+                        if contention_forgotten(last_yield.map(|t| t.elapsed())) {
                             backoff = BACKOFF_MIN;
                         }
                         self.end(false);
                     }
                     Verdict::Contended => {
+                        // So does new contention after a contention-free stretch.
+                        if contention_forgotten(last_yield.map(|t| t.elapsed())) {
+                            backoff = BACKOFF_MIN;
+                        }
                         let until = self.now_ns().saturating_add(backoff.as_nanos() as u64);
                         self.resume_ns.store(until, Ordering::Relaxed);
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -519,6 +523,12 @@ fn open_latency_request() -> Option<File> {
             None
         }
     }
+}
+
+/// Whether backing off starts again from [`BACKOFF_MIN`]: no contention
+/// yet, or none for [`BACKOFF_MAX`] (the time since the last is given).
+fn contention_forgotten(since_last: Option<Duration>) -> bool {
+    since_last.is_none_or(|d| d > BACKOFF_MAX)
 }
 
 /// Puts the calling thread in the idle scheduling class: it runs only on a
@@ -698,6 +708,13 @@ mod tests {
         // is our pid; another process's thread is refused: pid 1 here.
         assert!(thread_cpu_time(unsafe { libc::getpid() }).is_some());
         assert_eq!(thread_cpu_time(1), None);
+    }
+
+    #[test]
+    fn backing_off_starts_over_after_a_contention_free_stretch() {
+        assert!(contention_forgotten(None));
+        assert!(!contention_forgotten(Some(BACKOFF_MAX / 2)));
+        assert!(contention_forgotten(Some(BACKOFF_MAX + Duration::from_millis(1))));
     }
 
     #[test]
