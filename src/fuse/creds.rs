@@ -96,11 +96,10 @@ fn effective_caps(tid: u32) -> Option<u64> {
 /// Whether thread `tid` lives in the daemon's user namespace.
 fn in_our_user_namespace(tid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let ns = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
-    match (ns(format!("/proc/{tid}/ns/user")), ns("/proc/self/ns/user".to_owned())) {
-        (Ok(theirs), Ok(ours)) => theirs == ours,
-        _ => false,
-    }
+    static OURS: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let ns = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    let ours = *OURS.get_or_init(|| ns("/proc/self/ns/user"));
+    ours.is_some() && ns(&format!("/proc/{tid}/ns/user")) == ours
 }
 
 /// The `Groups:` line of a `/proc/.../status` file.
