@@ -798,15 +798,20 @@ fn a_foreground_daemon_writes_its_log_to_the_log_file_given() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mounted = wait_until(Duration::from_secs(10), || common::mount::is_mounted(&bg.mnt));
+    // Ready once it has logged so (unmounting before then ends a daemon
+    // that is still starting its session, with an error).
+    let logged = || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("scratchfs mounted on"));
+    let mounted = wait_until(Duration::from_secs(10), logged) && common::mount::is_mounted(&bg.mnt);
+    let umount = Command::new("umount").arg(&bg.mnt).status().unwrap();
     common::mount::force_unmount(&bg.mnt);
     let status = common::mount::wait_child(&mut child, Duration::from_secs(10));
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    assert!(mounted && status.is_some_and(|s| s.success()), "foreground daemon: {status:?}");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(mounted && umount.success(), "mounted {mounted}, umount {umount}; log: {text}");
+    assert!(status.is_some_and(|s| s.success()), "foreground daemon: {status:?}; log: {text}");
     assert!(text.contains("scratchfs mounted on") && text.contains("unmounted"), "log file: {text:?}");
 }
 
