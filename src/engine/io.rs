@@ -12,7 +12,7 @@ use super::node::{Content, Node, NodeState};
 use super::quota::Reservation;
 use super::stats::{bump, drop_one};
 use super::types::{Caller, Fallocate, Fh, Ino, OpenFlags, Timestamp, WriteOptions};
-use super::{Engine, FsError, Result, StoragePolicy};
+use super::{Engine, FsError, NoSpaceCause, Result, StoragePolicy};
 use crate::storage::{CHUNK_SIZE, FileData, MAX_FILE_SIZE, Plan, Seek, Shape};
 
 impl Engine {
@@ -265,11 +265,16 @@ impl Engine {
 
     /// Reserves what backing `[off, off + len)` of `file` with memory costs.
     /// The exact cost walks the range a grid cell or block at a time, so a
-    /// range the quota could never hold (`fallocate` of 2^62 bytes) is
-    /// refused first, from a bound that needs no walk: every byte of the
-    /// range not stored yet costs at least a byte.
+    /// range the whole quota could never hold (`fallocate` of 2^62 bytes)
+    /// is refused first, from a bound that needs no walk: every byte of the
+    /// range not stored yet costs at least a byte. (A bound within the
+    /// quota keeps the walk to what the quota could back.)
     fn reserve_backing(&self, file: &FileData, off: u64, len: u64, ino: Ino) -> Result<Reservation<'_>> {
-        drop(self.reserve(len.saturating_sub(file.stored()), "fallocate", ino)?);
+        let at_least = len.saturating_sub(file.stored());
+        if at_least > self.quota.max_bytes() {
+            let cause = NoSpaceCause::Quota { requested: at_least, available: self.quota.available() };
+            return Err(self.refused(cause, "fallocate", ino));
+        }
         self.reserve(file.allocate_cost(off, len), "fallocate", ino)
     }
 
