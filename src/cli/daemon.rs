@@ -214,8 +214,7 @@ pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
         return daemonize(engine, &mut plan);
     }
     if let Some(path) = &plan.log_file {
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
-        super::log::to_file(file.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?);
+        super::log::to_file(open_log(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))?);
     }
     serve(engine, &mut plan, None)
 }
@@ -294,11 +293,16 @@ fn daemonize(engine: Arc<Engine>, plan: &mut Plan) -> Result<(), String> {
     }
 }
 
+/// The `--log-file`, opened for appending (created private to its owner).
+fn open_log(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
 /// Detaches the background daemon from the terminal: stdio to /dev/null,
 /// logs to `--log-file` or syslog.
 fn detach(plan: &Plan) {
     match &plan.log_file {
-        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+        Some(path) => match open_log(path) {
             Ok(f) => super::log::to_file(f),
             Err(e) => {
                 log::error!("cannot open log file {}: {e}; logging to syslog", path.display());

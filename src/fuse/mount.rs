@@ -96,10 +96,7 @@ fn cstring(p: &Path) -> io::Result<CString> {
 
 /// Whether `path` is a mount point in this mount namespace.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(canon) = path.canonicalize() else { return false };
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
-    info.split(|&b| b == b'\n')
-        .any(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
+    mountinfo_line(path).is_some()
 }
 
 /// The /proc/self/mountinfo line of the mount at `path`: the last one listed
