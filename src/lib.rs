@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod engine;
 pub mod fuse;
+mod mountinfo;
 pub mod report;
 pub mod storage;
 mod sync;

@@ -1,6 +1,8 @@
 //! Where the memory guard's readings come from.
 
-use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{MemoryRefreshKind, System};
+
+use super::cgroup;
 
 use crate::sync::Mutex;
 
@@ -23,15 +25,16 @@ pub trait MemoryProbe: Send + Sync {
     fn read(&self) -> Option<MemoryReading>;
 }
 
-/// Reads the host's `MemAvailable` and the memory limit and usage of this
-/// process's cgroup (v1 or v2, with the limits of its ancestors) through sysinfo.
+/// Reads the host's `MemAvailable` (through sysinfo) and what this process's
+/// cgroup (v1 or v2, with the limits of its ancestors) can still give,
+/// reclaimable page cache included in both (`cgroup.rs`).
 pub struct SystemProbe {
     sys: Mutex<System>,
 }
 
 impl SystemProbe {
-    /// A probe for the calling process. Each reading looks up the process
-    /// anew, so a probe made before a daemon forks reads the daemon's cgroup.
+    /// A probe for the calling process. Each reading looks up the process's
+    /// cgroup anew, so a probe made before a daemon forks reads the daemon's.
     pub fn new() -> Option<SystemProbe> {
         let sys = System::new().ok()?;
         Some(SystemProbe { sys: Mutex::new(sys) })
@@ -43,17 +46,17 @@ impl MemoryProbe for SystemProbe {
         let mut sys = self.sys.lock();
         sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
         let host = sys.available_memory();
-        let pid = Pid::from_u32(std::process::id());
-        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), true, ProcessRefreshKind::nothing());
-        let cgroup = sys.process(pid).and_then(|p| p.cgroup_limits());
+        let host_total = sys.total_memory();
+        drop(sys);
+        let cgroup = cgroup::read_self(if host_total == 0 { u64::MAX } else { host_total });
         if host == 0 && cgroup.is_none() {
             return None;
         }
         Some(match cgroup {
-            Some(cg) if cg.free_memory < host => {
-                MemoryReading { available: cg.free_memory, source: "cgroup", cgroup_limit: Some(cg.total_memory) }
+            Some(cg) if cg.available < host || host == 0 => {
+                MemoryReading { available: cg.available, source: "cgroup", cgroup_limit: Some(cg.limit) }
             }
-            cg => MemoryReading { available: host, source: "host", cgroup_limit: cg.map(|c| c.total_memory) },
+            cg => MemoryReading { available: host, source: "host", cgroup_limit: cg.map(|c| c.limit) },
         })
     }
 }

@@ -12,6 +12,7 @@
 //! (ascending ino) -> table and handle shard locks -> quota/stats atomics.
 
 pub mod access;
+mod cgroup;
 mod config;
 mod dir;
 mod error;

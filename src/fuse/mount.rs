@@ -22,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 
 use fuser::{Config, Session, SessionACL};
 
+use crate::mountinfo;
+
 use super::FuseFs;
 
 /// Everything needed to mount.
@@ -96,33 +98,32 @@ fn cstring(p: &Path) -> io::Result<CString> {
 
 /// Whether `path` is a mount point in this mount namespace.
 pub fn is_mounted(path: &Path) -> bool {
-    mountinfo_line(path).is_some()
+    mount_entry(path).is_some()
 }
 
-/// The /proc/self/mountinfo line of the mount at `path`: the last one listed
-/// for it, as the kernel's lookup finds the mount on top.
-fn mountinfo_line(path: &Path) -> Option<Vec<u8>> {
+/// The device (`major:minor`) and type of the mount at `path`, from its
+/// /proc/self/mountinfo line: the last one listed for it, as the kernel's
+/// lookup finds the mount on top.
+fn mount_entry(path: &Path) -> Option<(String, String)> {
     let canon = path.canonicalize().ok()?;
     let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     info.split(|&b| b == b'\n')
         .rev()
-        .find(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
-        .map(<[u8]>::to_vec)
+        .filter_map(mountinfo::parse)
+        .find(|l| l.mount_point == canon.as_os_str().as_bytes())
+        .map(|l| (lossy(l.device), lossy(l.fstype)))
 }
 
 /// The device (`major:minor`) of the mount at `path`.
 pub fn mount_device(path: &Path) -> Option<String> {
-    let line = mountinfo_line(path)?;
-    line.split(|&b| b == b' ').nth(2).map(|d| String::from_utf8_lossy(d).into_owned())
+    mount_entry(path).map(|(device, _)| device)
 }
 
 /// The filesystem type of the mount at `path` (`fuse.scratchfs`, `tmpfs`,
 /// ...). `None` if `path` is not a mount point.
 pub fn mount_fstype(path: &Path) -> Option<String> {
-    let line = mountinfo_line(path)?;
-    // Optional fields end at " - "; the type follows it.
-    let mut fields = line.split(|&b| b == b' ').skip_while(|&f| f != b"-");
-    fields.nth(1).map(|t| String::from_utf8_lossy(t).into_owned())
+    mount_entry(path).map(|(_, fstype)| fstype)
 }
 
 /// Whether a mount of the device `major:minor` is still listed in
@@ -139,25 +140,6 @@ pub fn device_mounted(device: &str) -> bool {
 pub fn set_read_ahead(path: &Path, kib: u32) -> io::Result<()> {
     let dev = mount_device(path).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mount not found"))?;
     std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), format!("{kib}\n"))
-}
-
-/// Undoes the octal escapes (`\040` for a space) of `/proc/self/mountinfo`.
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 4 <= field.len() {
-            let digits = &field[i + 1..i + 4];
-            if let Some(v) = std::str::from_utf8(digits).ok().and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
 }
 
 impl MountConfig {
@@ -395,17 +377,5 @@ impl Drop for Watcher {
             drop(sock);
             let _ = child.wait();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(br"/tmp/a\040b"), b"/tmp/a b");
-        assert_eq!(unescape(br"/plain"), b"/plain");
-        assert_eq!(unescape(br"/x\\y"), br"/x\\y");
     }
 }
