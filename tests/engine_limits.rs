@@ -360,3 +360,70 @@ fn a_full_attribute_name_list_is_its_own_error_not_a_quota_refusal() {
     e.setxattr(ino, format!("user.{:0>250}", 0).as_bytes(), b"v", XattrSet::Replace).unwrap();
     invariants(&e);
 }
+
+#[test]
+fn open_handles_beyond_the_baseline_are_charged_and_their_memory_comes_back() {
+    use scratchfs::{HANDLE_COST, HANDLES_IN_BASELINE};
+    let e = engine(64 << 20, StoragePolicy::Auto);
+    let (ino, fh0) = file_with(&e, Ino::ROOT, "f", b"data");
+    e.release(fh0).unwrap();
+    let (used0, table0) = (e.stats().used_bytes, e.handle_table_bytes());
+    let beyond = 1000;
+    let fhs: Vec<_> = (0..HANDLES_IN_BASELINE + beyond).map(|_| e.open(ino, rw(), &ROOT).unwrap()).collect();
+    assert_eq!(e.stats().used_bytes - used0, beyond * HANDLE_COST, "only handles beyond the baseline are charged");
+    let table = e.handle_table_bytes() as u64;
+    let per_handle = table / (HANDLES_IN_BASELINE + beyond);
+    assert!(per_handle * 3 / 8 <= HANDLE_COST, "a handle costs {per_handle} bytes of table at most load");
+    assert!(table <= (HANDLES_IN_BASELINE + beyond) * HANDLE_COST, "table {table} bytes");
+    for fh in fhs {
+        e.release(fh).unwrap();
+    }
+    assert_eq!(e.stats().used_bytes, used0);
+    // The table gave its memory back (it held about 1.2 MiB).
+    assert!(e.handle_table_bytes() <= table0 + 16 * 1024, "{} bytes kept after closing", e.handle_table_bytes());
+    assert_eq!(e.open_handles(), 0);
+    invariants(&e);
+}
+
+#[test]
+fn an_open_the_quota_cannot_pay_for_fails_with_enfile_and_changes_nothing() {
+    use scratchfs::HANDLES_IN_BASELINE;
+    let e = engine(1 << 20, StoragePolicy::Auto);
+    let (ino, fh0) = file_with(&e, Ino::ROOT, "f", &[7u8; 1000]);
+    let fhs: Vec<_> = (1..HANDLES_IN_BASELINE).map(|_| e.open(ino, rw(), &ROOT).unwrap()).collect();
+    // Fill the quota to the last byte.
+    let (_, filler) = file_with(&e, Ino::ROOT, "filler", b"");
+    let mut chunk = 1 << 19;
+    while chunk > 0 {
+        let at = e.getattr(e.lookup(Ino::ROOT, b"filler").unwrap().ino).unwrap().size;
+        if e.write(filler, at, &vec![1u8; chunk], W).is_err() {
+            chunk /= 2;
+        }
+    }
+    // Charged opens take what is left, to the byte.
+    let mut charged = Vec::new();
+    let refusal = loop {
+        match e.open(ino, rw(), &ROOT) {
+            Ok(fh) => charged.push(fh),
+            Err(err) => break err,
+        }
+        assert!(charged.len() < 1 << 20, "a million opens beyond the baseline and no refusal");
+    };
+    assert_eq!(refusal, FsError::TooManyOpenFiles);
+    let used = e.stats().used_bytes;
+    let attr = e.getattr(ino).unwrap();
+    let open = e.open_handles();
+    let trunc = scratchfs::OpenFlags { truncate: true, ..rw() };
+    assert_eq!(e.open(ino, trunc, &ROOT), Err(FsError::TooManyOpenFiles));
+    assert_eq!(e.stats().used_bytes, used);
+    let after = e.getattr(ino).unwrap();
+    assert_eq!((after.size, after.mtime), (attr.size, attr.mtime), "the refused O_TRUNC open truncated");
+    assert_eq!(e.open_handles(), open);
+    // Closing a charged handle makes room again.
+    e.release(filler).unwrap();
+    let fh = e.open(ino, rw(), &ROOT).unwrap();
+    for fh in fhs.into_iter().chain(charged).chain([fh, fh0]) {
+        e.release(fh).unwrap();
+    }
+    invariants(&e);
+}

@@ -21,7 +21,9 @@
 //!   buffer and one reply copy (1 MiB each) per worker thread, the append
 //!   buffers faulted in ahead of streaming writers (`storage/spares.rs`,
 //!   4 MiB), the copies of requests held back just after a delete
-//!   (`fuse/deferred.rs`, 1 MiB), and a 6 MiB margin for what can be
+//!   (`fuse/deferred.rs`, 1 MiB), the table of the first 16,384 open
+//!   handles (`engine/handles.rs`, 1.1 MiB; further ones are charged to
+//!   the quota), and a 6 MiB margin for what can be
 //!   allocated between two readings. Anonymous memory above its share of that baseline and above
 //!   the charges is memory the allocator holds and cannot return (holes
 //!   between live small allocations); the engine counts it against the
@@ -32,7 +34,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, HANDLE_COST, HANDLES_IN_BASELINE};
 use crate::fuse::HELD_BYTES;
 use crate::storage::SPARE_BYTES;
 
@@ -97,7 +99,7 @@ fn measure(engine: &Engine, base: Baseline, trim: bool) {
 /// resident memory stays within quota + baseline).
 pub fn start_housekeeping(engine: Arc<Engine>, threads: usize) -> u64 {
     let (total, anon) = resident_bytes().unwrap_or((0, 0));
-    let extra = threads as u64 * PER_THREAD + SPARE_BYTES + HELD_BYTES + MARGIN;
+    let extra = threads as u64 * PER_THREAD + SPARE_BYTES + HELD_BYTES + HANDLES_IN_BASELINE * HANDLE_COST + MARGIN;
     let base = Baseline { total: total + extra, anon: anon + extra };
     measure(&engine, base, false);
     let weak = Arc::downgrade(&engine);

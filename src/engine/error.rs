@@ -91,6 +91,9 @@ pub enum FsError {
     AttrListFull,
     /// Not supported by this filesystem.
     NotSupported,
+    /// An open beyond the handles the daemon's baseline covers, which the
+    /// quota cannot pay for (`ENFILE`, as when the kernel's file table is full).
+    TooManyOpenFiles,
     /// Too many hard links.
     TooManyLinks,
     /// `SEEK_DATA`/`SEEK_HOLE` found nothing before end of file.
@@ -129,6 +132,7 @@ impl fmt::Display for FsError {
             FsError::TooBig => "attribute too large",
             FsError::AttrListFull => "no room for another attribute name on this node",
             FsError::NotSupported => "operation not supported",
+            FsError::TooManyOpenFiles => "too many open files for the quota (each open beyond 16384 is charged)",
             FsError::TooManyLinks => "too many links",
             FsError::NoSuchOffset => "no data or hole at or after offset",
             FsError::NoSpace(cause) => return write!(f, "no space left: {cause}"),

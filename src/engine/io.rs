@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::handles::HANDLE_COST;
 use super::node::{Content, Node, NodeState};
 use super::quota::Reservation;
 use super::stats::{bump, drop_one};
@@ -23,6 +24,12 @@ impl Engine {
     }
 
     pub(super) fn open_node(&self, node: &Arc<Node>, flags: OpenFlags, caller: &Caller) -> Result<Fh> {
+        // A handle beyond those the baseline covers is paid for first.
+        let handle_charge = if self.handles.next_is_charged() {
+            Some(self.reserve_quiet(HANDLE_COST).map_err(|_| FsError::TooManyOpenFiles)?)
+        } else {
+            None
+        };
         let mut st = node.state.write();
         if st.freed {
             return Err(FsError::NotFound);
@@ -52,7 +59,8 @@ impl Engine {
         node.opens.fetch_add(1, Ordering::AcqRel);
         self.note_orphan(node, &mut st);
         drop(st);
-        Ok(self.handles.open(node.clone(), flags))
+        let charged = handle_charge.map(Reservation::keep).is_some();
+        Ok(self.handles.open(node.clone(), flags, charged))
     }
 
     fn handle_node(&self, fh: Fh) -> Result<Arc<Node>> {
@@ -63,6 +71,9 @@ impl Engine {
     /// capacity it held for further appends.
     pub fn release(&self, fh: Fh) -> Result<()> {
         let handle = self.handles.close(fh).ok_or(FsError::BadHandle)?;
+        if handle.charged {
+            self.quota.release(HANDLE_COST);
+        }
         let node = handle.node;
         let last = node.opens.fetch_sub(1, Ordering::AcqRel) == 1;
         // One lock for both: compaction after a write, the orphan mark after

@@ -35,6 +35,7 @@ use std::sync::atomic::Ordering;
 
 pub use config::{EngineConfig, GuardAction, GuardConfig, GuardMode, StoragePolicy};
 pub use error::{FsError, NoSpaceCause, Result};
+pub use handles::{HANDLE_COST, HANDLES_IN_BASELINE};
 pub use meminfo::{MemoryProbe, MemoryReading, SystemProbe};
 pub use node::{DENTRY_COST, DIR_INDEX_COST, NODE_COST, TARGET_OVERHEAD};
 pub use stats::{Refusals, Stats};
@@ -507,6 +508,11 @@ impl Engine {
     /// Open handles (for tests and stats).
     pub fn open_handles(&self) -> usize {
         self.handles.count()
+    }
+
+    /// Bytes the handle table holds (for tests).
+    pub fn handle_table_bytes(&self) -> usize {
+        self.handles.table_bytes()
     }
 
     /// Records a refusal of page-cache writeback that no caller saw.

@@ -17,8 +17,6 @@ const SHARDS: usize = 64;
 const MIN_KEPT: usize = 56;
 /// Slots of a shard holding `MIN_KEPT`.
 const MIN_SLOTS: usize = 64;
-/// Bytes per slot: the entry and its control byte.
-const SLOT: usize = std::mem::size_of::<(u64, Arc<Node>)>() + 1;
 
 /// Fibonacci hashing of a `u64` key: inode numbers are sequential, and
 /// multiplying spreads them over the hash's high bits, which the table uses.
@@ -40,6 +38,21 @@ impl Hasher for IntHasher {
 }
 
 pub(crate) type IntMap<V> = hashbrown::HashMap<u64, V, BuildHasherDefault<IntHasher>>;
+
+/// Gives a map's memory back once under 3/8 of its slots are used (a map
+/// that has just grown uses 7/16, so growing and shrinking cannot
+/// alternate): at most 8/3 slots per entry, as after growing. Never below
+/// `min_kept` entries' room, nor for maps of `min_slots` slots or fewer.
+/// (`capacity()` does not count slots left by removals: the allocation's
+/// size does.)
+pub(crate) fn shrink_sparse<V>(map: &mut IntMap<V>, min_kept: usize, min_slots: usize) {
+    let slot = std::mem::size_of::<(u64, V)>() + 1;
+    let slots = map.allocation_size() / slot;
+    if slots > min_slots && map.len() * 8 < slots * 3 {
+        let len = map.len().max(min_kept);
+        map.shrink_to(len);
+    }
+}
 
 pub(crate) struct NodeTable {
     shards: Box<[RwLock<IntMap<Arc<Node>>>]>,
@@ -76,15 +89,7 @@ impl NodeTable {
     pub(crate) fn remove(&self, ino: Ino) -> Option<Arc<Node>> {
         let mut shard = self.shard(ino).write();
         let node = shard.remove(&ino.0);
-        // Give memory back once under 3/8 of the shard's slots are used (a
-        // table that has just grown uses 7/16, so growing and shrinking
-        // cannot alternate): at most 8/3 slots per node, as after growing.
-        // (`capacity()` does not count slots left by removals: use the size.)
-        let slots = shard.allocation_size() / SLOT;
-        if slots > MIN_SLOTS && shard.len() * 8 < slots * 3 {
-            let len = shard.len().max(MIN_KEPT);
-            shard.shrink_to(len);
-        }
+        shrink_sparse(&mut shard, MIN_KEPT, MIN_SLOTS);
         node
     }
 

@@ -24,6 +24,7 @@ pub(crate) fn errno(err: &FsError) -> Errno {
         FsError::Range => Errno::ERANGE,
         FsError::TooBig => Errno::E2BIG,
         FsError::AttrListFull => Errno::ENOSPC,
+        FsError::TooManyOpenFiles => Errno::ENFILE,
         FsError::NotSupported => Errno::EOPNOTSUPP,
         FsError::TooManyLinks => Errno::EMLINK,
         FsError::NoSuchOffset => Errno::ENXIO,
@@ -41,6 +42,7 @@ pub(crate) fn log(op: &str, err: &FsError) {
     match err {
         FsError::Internal(what) => log::error!("{op} failed: {what}"),
         FsError::NoSpace(_) => {}
+        FsError::TooManyOpenFiles => log::warn!("{op} refused: {err}"),
         _ => log::trace!("{op}: {err}"),
     }
 }
