@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use scratchfs::{FileKind, FsError, Ino, OpenFlags, RenameMode, StoragePolicy, WriteOptions};
+use scratchfs::{
+    FileKind, FsError, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StoragePolicy, Timestamp, WriteOptions,
+};
 
 const Q: u64 = 64 << 20;
 
@@ -314,4 +316,83 @@ fn times_follow_posix_rules() {
     let a4 = e.getattr(f).unwrap();
     assert!(a4.ctime > a3.ctime, "rename changes the ctime of the moved inode");
     e.release(fh).unwrap();
+}
+
+/// Sets the access and modification times of `ino` (the change time becomes now).
+fn set_times(e: &scratchfs::Engine, ino: Ino, atime: Timestamp, mtime: Timestamp) {
+    let set = SetAttr { atime: Some(SetTime::At(atime)), mtime: Some(SetTime::At(mtime)), ..Default::default() };
+    e.setattr(ino, &set, &ROOT).unwrap();
+}
+
+/// One access: what it is, the node it accesses, and how.
+type Access = (&'static str, Ino, Box<dyn Fn(&scratchfs::Engine)>);
+
+/// The accesses that move an access time, on fresh nodes of `e`: reading a
+/// file, listing a directory (READDIR and READDIRPLUS, at any offset),
+/// reading a link.
+fn accesses(e: &scratchfs::Engine) -> Vec<Access> {
+    let (f, fh) = file_with(e, Ino::ROOT, "f", b"data");
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    for n in ["a", "b"] {
+        e.mknod(d, n.as_bytes(), libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
+    }
+    let l = e.symlink(Ino::ROOT, b"l", b"f", &ROOT).unwrap().ino;
+    vec![
+        ("read", f, Box::new(move |e| drop(e.read(fh, 0, 4).unwrap()))),
+        ("readdir", d, Box::new(move |e| e.readdir(d, 0, |_| false).unwrap())),
+        ("readdir resumed", d, Box::new(move |e| e.readdir(d, 3, |_| false).unwrap())),
+        ("readdirplus", d, Box::new(move |e| e.readdirplus(d, 0, |_, _| true).unwrap())),
+        ("readlink", l, Box::new(move |e| assert_eq!(e.readlink(l).unwrap(), b"f"))),
+    ]
+}
+
+#[test]
+fn reads_listings_and_link_reads_move_the_access_time_by_relatime() {
+    // tmpfs on Linux, mounted with its default (relatime): an access moves
+    // the access time when it is not later than the last modification or
+    // change (or is a day old), and only then. FUSE inodes keep no access
+    // time in the kernel, so the engine must apply the rule to every kind
+    // of access, not to file reads only.
+    let e = engine(Q, StoragePolicy::Auto);
+    let old = Timestamp { secs: 946_684_800, nanos: 0 };
+    let older = Timestamp { secs: 946_598_400, nanos: 0 };
+    for (what, ino, access) in accesses(&e) {
+        set_times(&e, ino, old, old);
+        let before = Timestamp::now();
+        access(&e);
+        let a = e.getattr(ino).unwrap();
+        assert!(a.atime >= before, "{what}: an access time equal to the mtime moves to now: {:?}", a.atime);
+        access(&e);
+        assert_eq!(e.getattr(ino).unwrap().atime, a.atime, "{what}: once later than mtime and ctime, it stays");
+
+        set_times(&e, ino, old, older);
+        access(&e);
+        assert!(e.getattr(ino).unwrap().atime >= before, "{what}: an access time before the ctime moves");
+
+        let later = Timestamp { secs: Timestamp::now().secs + 3600, nanos: 0 };
+        set_times(&e, ino, later, old);
+        access(&e);
+        assert_eq!(e.getattr(ino).unwrap().atime, later, "{what}: an access time later than both stays");
+    }
+    invariants(&e);
+}
+
+#[test]
+fn noatime_leaves_every_access_time_alone() {
+    // tmpfs mounted `-o noatime`: no access moves an access time.
+    let mut cfg = config(Q, StoragePolicy::Auto);
+    cfg.noatime = true;
+    let e = scratchfs::Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
+    let old = Timestamp { secs: 946_684_800, nanos: 0 };
+    for (what, ino, access) in accesses(&e) {
+        set_times(&e, ino, old, old);
+        access(&e);
+        assert_eq!(e.getattr(ino).unwrap().atime, old, "{what} under noatime");
+    }
+    // Explicit times are still set.
+    let f = e.lookup(Ino::ROOT, b"f").unwrap().ino;
+    let new = Timestamp { secs: 1_000_000_000, nanos: 5 };
+    set_times(&e, f, new, old);
+    assert_eq!(e.getattr(f).unwrap().atime, new);
+    invariants(&e);
 }

@@ -215,6 +215,12 @@ fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
         assert_eq!(code, Some(1), "{opts} {flags:?}");
         assert!(err.contains("can only switch between ro and rw"), "{opts} {flags:?}: {err}");
     }
+    // The daemon keeps access times: a remount may repeat the mount's
+    // atime option (as mount(8) does from fstab), not change it.
+    assert_eq!(remount("remount,rw,relatime", &[]), (Some(0), String::new()));
+    let (code, err) = remount("remount,ro,noatime", &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is relatime: a remount cannot switch it to noatime"), "{err}");
     std::fs::write(m.join("y"), b"still read-write").unwrap();
     assert_eq!(m.stats().quota.max_bytes, 64 << 20);
     // Another filesystem is not ours to remount. The tmpfs lives in a
@@ -231,6 +237,32 @@ fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("rc=1") && stdout.contains("tmpfs") && stdout.contains("rw,"), "{stdout}{stderr}");
     assert!(stderr.contains("is a tmpfs mount, not scratchfs"), "{stderr}");
+}
+
+#[test]
+fn a_remount_keeps_noatime() {
+    let Some(m) = Mount::new(&["--size", "16M", "-o", "noatime"]) else { return };
+    let remount = |opts: &str| {
+        let out = Command::new(BIN).arg("none").arg(&m.path).args(["-o", opts]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let noatime = || {
+        let target = std::ffi::CString::new(m.path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statvfs fills a zeroed struct for a valid path.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(target.as_ptr(), &mut vfs) }, 0);
+        vfs.f_flag & libc::ST_NOATIME != 0
+    };
+    assert!(noatime(), "the kernel mount is noatime");
+    assert_eq!(remount("remount,ro,noatime"), (Some(0), String::new()));
+    assert_eq!(remount("remount,rw"), (Some(0), String::new()));
+    for opts in ["remount,rw,atime", "remount,rw,relatime", "remount,rw,strictatime"] {
+        let (code, err) = remount(opts);
+        assert_eq!(code, Some(1), "{opts}");
+        assert!(err.contains("is noatime: a remount cannot switch it to atime"), "{opts}: {err}");
+    }
+    assert!(noatime(), "still noatime after the remounts");
+    std::fs::write(m.join("x"), b"read-write again").unwrap();
 }
 
 #[test]

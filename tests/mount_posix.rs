@@ -68,6 +68,7 @@ cases! {
     rename_over_open_file,
     unlinked_open_file,
     utimensat_now_omit,
+    access_times_relatime,
     readdir_100k_entries_while_modified,
 }
 
@@ -149,24 +150,8 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn new() -> Tmpfs {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            let dir = tempfile::Builder::new().prefix("scratchfs-posix-tmpfs").tempdir().unwrap();
-            let path = dir.path().join("mnt");
-            std::fs::create_dir(&path).unwrap();
-            let target = cstr(&path);
-            // SAFETY: valid NUL-terminated strings.
-            let r = unsafe {
-                libc::mount(
-                    c"scratchfs-posix-tmpfs".as_ptr(),
-                    target.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    c"size=1g,mode=1777".as_ptr().cast(),
-                )
-            };
-            assert_eq!(r, 0, "mounting a tmpfs on {}: {}", path.display(), std::io::Error::last_os_error());
-            Tmpfs { _dir: dir, path, mounted: true }
+        if let Some(t) = Tmpfs::mounted_with(0) {
+            t
         } else {
             let dir = tempfile::Builder::new()
                 .prefix("scratchfs-posix-")
@@ -179,6 +164,31 @@ impl Tmpfs {
             let path = dir.path().to_path_buf();
             Tmpfs { _dir: dir, path, mounted: false }
         }
+    }
+
+    /// A tmpfs mounted by the test with `flags` besides nosuid and nodev;
+    /// `None` unless root.
+    fn mounted_with(flags: libc::c_ulong) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("scratchfs-posix-tmpfs").tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let target = cstr(&path);
+        // SAFETY: valid NUL-terminated strings.
+        let r = unsafe {
+            libc::mount(
+                c"scratchfs-posix-tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | flags,
+                c"size=1g,mode=1777".as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mounting a tmpfs on {}: {}", path.display(), std::io::Error::last_os_error());
+        Some(Tmpfs { _dir: dir, path, mounted: true })
     }
 }
 
@@ -1792,6 +1802,81 @@ fn utimensat_now_omit(fs: &Fs) -> Transcript {
     let [_, m_target, _] = stat();
     t.same(format!("AT_SYMLINK_NOFOLLOW: link mtime {:?}, target mtime unchanged {}", link[1], m_target == m));
     t
+}
+
+// --- access times ----------------------------------------------------------------
+
+/// Reads a file, lists a directory and reads a symbolic link, each twice,
+/// after setting its access and modification times to the same past
+/// moment: relatime (the default) then moves each access time to now on
+/// the first access and leaves it there on the second; `noatime` never
+/// moves one. FUSE inodes keep no access times in the kernel (`S_NOATIME`),
+/// so on scratchfs the daemon does all of it. The second file read comes
+/// from the page cache there and never reaches the daemon; under relatime
+/// tmpfs leaves it alone too.
+fn access_times(fs: &Fs, noatime: bool) -> Transcript {
+    let mut t = Transcript::default();
+    // Written through a write-only descriptor, which bypasses scratchfs's
+    // page cache: the first read below reaches the daemon.
+    std::fs::write(fs.path("f"), b"data").unwrap();
+    std::fs::create_dir(fs.path("d")).unwrap();
+    std::fs::write(fs.path("d/entry"), b"").unwrap();
+    std::os::unix::fs::symlink("f", fs.path("l")).unwrap();
+    let past = (946_684_800, 0);
+    type Access = fn(&Path);
+    let accesses: [(&str, &str, Access); 3] = [
+        ("reading a file", "f", |p| assert_eq!(std::fs::read(p).unwrap(), b"data")),
+        ("listing a directory", "d", |p| assert_eq!(std::fs::read_dir(p).unwrap().count(), 1)),
+        ("reading a symlink", "l", |p| assert_eq!(std::fs::read_link(p).unwrap(), Path::new("f"))),
+    ];
+    for (what, name, access) in accesses {
+        let p = fs.path(name);
+        assert_eq!(utimensat(&p, Some([past, past]), libc::AT_SYMLINK_NOFOLLOW), Ok(0));
+        // The access time must end up later than the change time just set
+        // (tmpfs's clock is coarse).
+        std::thread::sleep(Duration::from_millis(20));
+        let atime = || timespec(&std::fs::symlink_metadata(&p).unwrap())[0];
+        let before = realtime();
+        access(&p);
+        let after = realtime();
+        let first = atime();
+        if noatime {
+            assert_eq!(first, past, "{what} under noatime");
+        } else {
+            near_now(&format!("atime after {what}"), first, before, after);
+        }
+        t.same(format!("{what} whose atime is its mtime: atime moved {}", first != past));
+        std::thread::sleep(Duration::from_millis(20));
+        access(&p);
+        let second = atime();
+        assert_eq!(second, first, "{what} again");
+        t.same(format!("{what} again: atime moved {}", second != first));
+    }
+    t
+}
+
+fn access_times_relatime(fs: &Fs) -> Transcript {
+    access_times(fs, false)
+}
+
+/// Like the table's cases, on a scratchfs mounted `-o noatime`, compared
+/// with a tmpfs mounted `noatime` (when root; otherwise the case's own
+/// assertions, no access time moves, are the contract).
+#[test]
+fn noatime_leaves_access_times_alone() {
+    let name = "noatime_leaves_access_times_alone";
+    let case = |fs: &Fs| access_times(fs, true);
+    let tmpfs = Tmpfs::mounted_with(libc::MS_NOATIME);
+    let on_tmpfs = tmpfs.as_ref().map(|tmpfs| run_in(name, case, &tmpfs.path, Kind::Tmpfs, false, ""));
+    drop(tmpfs);
+    let Some(m) = Mount::new(&["--size", "64M", "-o", "noatime"]) else { return };
+    let on_scratchfs = run_in(name, case, &m.path, Kind::Scratchfs, false, "auto");
+    let compared = on_tmpfs.map(|on_tmpfs| compare(name, &on_scratchfs, &on_tmpfs));
+    daemon_ok(m);
+    match compared {
+        Some(r) => r.unwrap_or_else(|msg| panic!("{msg}")),
+        None => eprintln!("{name}: not root, so no noatime tmpfs to compare with"),
+    }
 }
 
 // --- a large directory listed while it changes ------------------------------------

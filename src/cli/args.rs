@@ -143,7 +143,8 @@ pub struct MountArgs {
     /// Mount options, comma-separated: size=, nr_inodes=, mode=, uid=, gid=, allow_other, ro,
     /// default_permissions (the kernel checks permissions even on a mount only root can
     /// enter, where the daemon otherwise does), the options above as key=value, and the
-    /// kernel flags suid/nosuid, dev/nodev, exec/noexec, atime/noatime.
+    /// kernel flags suid/nosuid, dev/nodev, exec/noexec, and atime/relatime/strictatime
+    /// (access times move by the relatime rule) or noatime (they never move).
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
     /// Let other users in (file permissions still apply).
@@ -208,7 +209,10 @@ pub struct Settings {
     pub suid: bool,
     pub dev: bool,
     pub noexec: bool,
-    pub noatime: bool,
+    /// `Some(true)` for `-o noatime`, `Some(false)` for `atime`, `relatime`
+    /// or `strictatime` (all relatime: see `docs/design.md`), `None` if no
+    /// atime option was given (a remount then keeps the mount's).
+    pub noatime: Option<bool>,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -357,8 +361,8 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
         "nodev" => s.dev = false,
         "exec" => s.noexec = false,
         "noexec" => s.noexec = true,
-        "noatime" => s.noatime = true,
-        "atime" | "relatime" | "strictatime" => s.noatime = false,
+        "noatime" => s.noatime = Some(true),
+        "atime" | "relatime" | "strictatime" => s.noatime = Some(false),
         "foreground" => s.foreground = true,
         "no_auto_unmount" => s.auto_unmount = false,
         k if IGNORED_OPTIONS.contains(&k) => {}
@@ -477,6 +481,19 @@ mod tests {
         assert_eq!(settings(&["/m"]).unwrap().delete_wait, None);
         assert_eq!(settings(&["/m", "-o", "delete_wait=2s"]).unwrap().delete_wait, Some(Duration::from_secs(2)));
         assert_eq!(settings(&["/m", "--delete-wait", "0"]).unwrap().delete_wait, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn atime_options() {
+        assert_eq!(settings(&["/m"]).unwrap().noatime, None);
+        let s = settings(&["/m", "-o", "noatime"]).unwrap();
+        assert_eq!(s.noatime, Some(true));
+        assert!(!s.engine_settings_given, "a remount may repeat it (checked against the mount)");
+        for relatime in ["atime", "relatime", "strictatime"] {
+            assert_eq!(settings(&["/m", "-o", relatime]).unwrap().noatime, Some(false), "{relatime}");
+            assert_eq!(settings(&["/m", "-o", &format!("noatime,{relatime}")]).unwrap().noatime, Some(false));
+        }
+        assert_eq!(settings(&["/m", "-o", "relatime", "-o", "noatime"]).unwrap().noatime, Some(true));
     }
 
     #[test]

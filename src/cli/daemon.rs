@@ -73,6 +73,7 @@ impl Plan {
         engine.root_mode = s.mode.unwrap_or(0o1777);
         engine.root_uid = s.uid.unwrap_or(euid);
         engine.root_gid = s.gid.unwrap_or(egid);
+        engine.noatime = s.noatime.unwrap_or(false);
         let mp = &s.mountpoint;
         match std::fs::metadata(mp) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -136,7 +137,7 @@ impl Plan {
                 suid: s.suid,
                 dev: s.dev,
                 exec: !s.noexec,
-                noatime: s.noatime,
+                noatime: engine.noatime,
                 root_mode: s.mode.unwrap_or(0o1777),
                 auto_unmount: s.auto_unmount,
             },

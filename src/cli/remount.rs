@@ -1,7 +1,8 @@
 //! `mount -o remount,ro|rw DIR`: mount(8) hands a remount of a
 //! `fuse.scratchfs` mount to mount.fuse3, which runs us with `-o
 //! remount,...`. The kernel can switch a FUSE mount between read-only and
-//! read-write; the daemon's settings (quota, limits) are fixed at mount.
+//! read-write; the daemon's settings (quota, limits, access times) are
+//! fixed at mount.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -35,6 +36,20 @@ pub fn run(s: &Settings) -> Result<(), String> {
     let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(target.as_ptr(), &mut vfs) } != 0 {
         return Err(format!("{}: {}", mp.display(), std::io::Error::last_os_error()));
+    }
+    // The daemon keeps access times itself (FUSE files have none in the
+    // kernel), so noatime is its setting, fixed at mount like the quota; the
+    // kernel's flag shows which it is. mount(8) passes an fstab line's atime
+    // option with every remount: the mount's own is accepted.
+    let noatime = vfs.f_flag & libc::ST_NOATIME != 0;
+    if let Some(want) = s.noatime.filter(|&want| want != noatime) {
+        return Err(format!(
+            "{} is {}: a remount cannot switch it to {} (the daemon keeps access times, so the atime \
+             options are fixed until you unmount and mount again)",
+            mp.display(),
+            if noatime { "noatime" } else { "relatime" },
+            if want { "noatime" } else { "atime/relatime/strictatime" }
+        ));
     }
     let mut flags = libc::MS_REMOUNT;
     for (st, ms) in [

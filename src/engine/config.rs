@@ -80,12 +80,18 @@ pub struct EngineConfig {
     pub root_uid: u32,
     /// Group of the root directory.
     pub root_gid: u32,
+    /// Never update access times (the `noatime` mount option). Otherwise a
+    /// read, a directory listing or a link read moves the access time under
+    /// the relatime rule: only if it is not later than the last
+    /// modification or change, or is a day old. The kernel keeps no access
+    /// times of its own for FUSE files, so this is the only place they move.
+    pub noatime: bool,
 }
 
 impl EngineConfig {
     /// A configuration with the given quota and every other setting at its
     /// default: auto storage, 512 MiB promotion limit, per-write guard that
-    /// denies, root directory `1777` owned by root (like `/tmp`).
+    /// denies, root directory `1777` owned by root (like `/tmp`), relatime.
     pub fn with_quota(max_bytes: u64) -> Self {
         EngineConfig {
             max_bytes,
@@ -96,6 +102,7 @@ impl EngineConfig {
             root_mode: 0o1777,
             root_uid: 0,
             root_gid: 0,
+            noatime: false,
         }
     }
 }

@@ -114,15 +114,7 @@ impl Engine {
             Content::Dir(_) => return Err(FsError::IsDir),
             _ => return Err(FsError::InvalidArgument),
         };
-        // relatime: the access time moves only if it is older than the last
-        // change or more than a day old.
-        let m = &st.meta;
-        let now = Timestamp::now();
-        let stale = m.atime <= m.mtime || m.atime <= m.ctime || now.secs - m.atime.secs >= 86_400;
-        drop(st);
-        if stale {
-            node.state.write().meta.atime = now;
-        }
+        self.accessed(&node, st);
         Ok(data)
     }
 

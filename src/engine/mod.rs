@@ -55,7 +55,7 @@ use stats::{Counters, bump, drop_one};
 use table::NodeTable;
 
 use crate::storage::{FileData, MAX_FILE_SIZE, Shape};
-use crate::sync::Mutex;
+use crate::sync::{Mutex, RwLockReadGuard};
 
 /// An in-memory filesystem. `Send + Sync`: share it with an `Arc`.
 pub struct Engine {
@@ -168,6 +168,26 @@ impl Engine {
     /// The configuration the engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Records an access to `node` (a read, a listing, a link read), whose
+    /// read lock `st` the caller holds and hands over. Unless the mount is
+    /// `noatime`, relatime decides under the read lock; only an access time
+    /// that must move takes the write lock, and is checked again under it
+    /// (another access may have moved it meanwhile).
+    fn accessed(&self, node: &Node, st: RwLockReadGuard<'_, NodeState>) {
+        if self.cfg.noatime {
+            return;
+        }
+        let now = Timestamp::now();
+        if !st.meta.atime_due(now) {
+            return;
+        }
+        drop(st);
+        let mut st = node.state.write();
+        if st.meta.atime_due(now) {
+            st.meta.atime = now;
+        }
     }
 
     fn node(&self, ino: Ino) -> Result<Arc<Node>> {

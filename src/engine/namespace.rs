@@ -534,10 +534,27 @@ impl Engine {
         let node = self.dir_node(ino)?;
         let st = node.state.read();
         let Some(dir) = st.dir() else { return Err(FsError::NotDir) };
-        let dots = [(1, ino, b".".as_slice()), (2, node.parent(), b"..".as_slice())];
+        self.list_locked(&node, dir, offset, &mut emit, plus);
+        // Every getdents(2) on tmpfs is an access of the directory
+        // (`iterate_dir`); each READDIR here answers one.
+        self.accessed(&node, st);
+        Ok(())
+    }
+
+    /// Emits the entries of `dir` (the directory `node`, read-locked by the
+    /// caller) after `offset`, until `emit` says the reply is full.
+    fn list_locked(
+        &self,
+        node: &Node,
+        dir: &Dir,
+        offset: u64,
+        emit: &mut impl FnMut(Dirent<'_>, Option<&Attr>) -> bool,
+        plus: bool,
+    ) {
+        let dots = [(1, node.ino, b".".as_slice()), (2, node.parent(), b"..".as_slice())];
         for (cookie, dino, name) in dots {
             if offset < cookie && emit(Dirent { ino: dino, kind: FileKind::Directory, name, cookie }, None) {
-                return Ok(());
+                return;
             }
         }
         for (cookie, e) in dir.after(offset.max(2)) {
@@ -555,17 +572,19 @@ impl Engine {
             }
             child.lookups.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(())
     }
 
     /// Target of the symbolic link `ino`.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
         let st = node.state.read();
-        match &st.content {
-            Content::Symlink(t) => Ok(t.to_vec()),
-            _ => Err(FsError::InvalidArgument),
-        }
+        let target = match &st.content {
+            Content::Symlink(t) => t.to_vec(),
+            _ => return Err(FsError::InvalidArgument),
+        };
+        // As on tmpfs, reading a link is an access of it.
+        self.accessed(&node, st);
+        Ok(target)
     }
 }
 

@@ -63,6 +63,15 @@ pub(crate) struct Meta {
     pub(crate) ctime: Timestamp,
 }
 
+impl Meta {
+    /// Whether an access at `now` moves the access time under relatime (the
+    /// kernel's `relatime_need_update`, which tmpfs follows): when it is not
+    /// later than the last modification or change, or is a day old.
+    pub(crate) fn atime_due(&self, now: Timestamp) -> bool {
+        self.atime <= self.mtime || self.atime <= self.ctime || now.secs.saturating_sub(self.atime.secs) >= 86_400
+    }
+}
+
 pub(crate) enum Content {
     File(FileData),
     Dir(Dir),
