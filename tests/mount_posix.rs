@@ -69,6 +69,7 @@ cases! {
     unlinked_open_file,
     utimensat_now_omit,
     access_times_relatime,
+    privilege_bits_cleared,
     readdir_100k_entries_while_modified,
 }
 
@@ -802,6 +803,87 @@ fn current_umask() -> u32 {
 // --- O_TRUNC ---------------------------------------------------------------------
 
 /// Sets both times of `p` to 2000-01-01.
+/// What clearing set-user-ID and set-group-ID takes, case by case: the
+/// operation, done by another user (fs uid and gid 2000, no supplementary
+/// groups, so none of the capabilities that exempt from it), by a member of
+/// the file's group, or by root.
+#[derive(Clone, Copy, Debug)]
+enum PrivOp {
+    Write,
+    Truncate,
+    Fallocate,
+    CopyFileRange,
+    ChownNoChange,
+}
+
+/// Set-user-ID and set-group-ID are cleared where Linux clears them: on a
+/// write, truncate, fallocate or copy_file_range by a caller without
+/// CAP_FSETID (set-group-ID without group-execute only when the caller is
+/// not in the file's group), and on every chown of a file, `chown(f, -1,
+/// -1)` included. With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves this to
+/// the filesystem; the last three reach it as an empty SETATTR.
+fn privilege_bits_cleared(fs: &Fs) -> Transcript {
+    let mut t = Transcript::default();
+    let src = fs.path("src");
+    std::fs::write(&src, vec![b'q'; 100]).unwrap();
+    let f = fs.path("f");
+    let cases: [(PrivOp, u32, u32, Option<u32>); 9] = [
+        // (operation, mode, file group, fs gid of the caller; None: root)
+        (PrivOp::Write, 0o2767, 1000, Some(2000)),
+        (PrivOp::Write, 0o2767, 2000, Some(2000)),
+        (PrivOp::Write, 0o6777, 2000, Some(2000)),
+        (PrivOp::Truncate, 0o2767, 1000, Some(2000)),
+        (PrivOp::Truncate, 0o6767, 2000, Some(2000)),
+        (PrivOp::Fallocate, 0o6777, 1000, Some(2000)),
+        (PrivOp::CopyFileRange, 0o6777, 1000, Some(2000)),
+        (PrivOp::ChownNoChange, 0o6755, 0, None),
+        (PrivOp::ChownNoChange, 0o2745, 0, None),
+    ];
+    for (op, mode, group, caller_gid) in cases {
+        let _ = std::fs::remove_file(&f);
+        std::fs::write(&f, b"xyz").unwrap();
+        let (fc, srcc) = (cstr(&f), cstr(&src));
+        // SAFETY: plain system calls on a path of ours.
+        unsafe {
+            assert_eq!(libc::chown(fc.as_ptr(), 1000, group), 0);
+            assert_eq!(libc::chmod(fc.as_ptr(), mode), 0);
+        }
+        let pid = fork(|| {
+            // SAFETY: raw system calls in the child on data prepared before the fork.
+            unsafe {
+                if let Some(gid) = caller_gid {
+                    if libc::setgroups(0, std::ptr::null()) != 0 {
+                        return child_errno();
+                    }
+                    libc::setfsgid(gid);
+                    libc::setfsuid(2000);
+                }
+                let flags = if matches!(op, PrivOp::ChownNoChange) { libc::O_RDONLY } else { libc::O_WRONLY };
+                let fd = libc::open(fc.as_ptr(), flags);
+                if fd < 0 {
+                    return child_errno();
+                }
+                let r = match op {
+                    PrivOp::Write => libc::write(fd, b"b".as_ptr().cast(), 1) as i64,
+                    PrivOp::Truncate => i64::from(libc::ftruncate(fd, 1)),
+                    PrivOp::Fallocate => i64::from(libc::fallocate(fd, 0, 0, 8192)),
+                    PrivOp::CopyFileRange => {
+                        let sfd = libc::open(srcc.as_ptr(), libc::O_RDONLY);
+                        libc::copy_file_range(sfd, std::ptr::null_mut(), fd, std::ptr::null_mut(), 10, 0) as i64
+                    }
+                    PrivOp::ChownNoChange => i64::from(libc::fchown(fd, u32::MAX, u32::MAX)),
+                };
+                if r < 0 { child_errno() } else { 0 }
+            }
+        });
+        let r = exit_name(wait(pid));
+        let after = std::fs::metadata(&f).unwrap().mode() & 0o7777;
+        let who = caller_gid.map_or("root".to_owned(), |g| format!("uid 2000 gid {g}"));
+        t.same(format!("{op:?} of a {mode:o} file of group {group} by {who}: {r}, mode {after:o}"));
+    }
+    t
+}
+
 fn set_old_times(p: &Path) {
     let ts = [libc::timespec { tv_sec: 946_684_800, tv_nsec: 0 }; 2];
     // SAFETY: valid path and times.
@@ -1091,6 +1173,24 @@ fn fallocate_modes(fs: &Fs) -> Transcript {
     assert_eq!(unsafe { libc::posix_fallocate(f.as_raw_fd(), 390_000, 20_000) }, 0);
     want.resize(410_000, 0);
     check(&mut t, "posix_fallocate grows the file", &want);
+    // Every successful fallocate is a modification (tmpfs: file_modified),
+    // whether or not the size changes.
+    for (what, mode, off) in
+        [("mode 0 inside the file", 0, 0), ("KEEP_SIZE inside", keep, 0), ("KEEP_SIZE past EOF", keep, 700_000)]
+    {
+        set_old_times(&p);
+        let before = std::fs::metadata(&p).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(fallocate(&f, mode, off, 1000), Ok(0));
+        let after = std::fs::metadata(&p).unwrap();
+        let moved = |a: (i64, i64), b: (i64, i64)| if a == b { "kept" } else { "moved" };
+        t.same(format!(
+            "{what}: mtime {}, ctime {}",
+            moved((before.mtime(), before.mtime_nsec()), (after.mtime(), after.mtime_nsec())),
+            moved((before.ctime(), before.ctime_nsec()), (after.ctime(), after.ctime_nsec()))
+        ));
+    }
+    check(&mut t, "after fallocate inside the file", &want);
 
     assert_eq!(fallocate(&f, libc::FALLOC_FL_PUNCH_HOLE | keep, 10_000, 50_000), Ok(0));
     want[10_000..60_000].fill(0);

@@ -50,7 +50,8 @@ impl Engine {
                     if emptied {
                         st.touch_modified(Timestamp::now());
                         if caller.uid != 0 {
-                            st.kill_suidgid();
+                            let keep = st.may_keep_sgid(caller);
+                            st.kill_suidgid(keep);
                         }
                     }
                 }
@@ -215,13 +216,11 @@ impl Engine {
         }
         st.touch_modified(Timestamp::now());
         if opts.kill_suidgid {
-            st.kill_suidgid();
+            // The kernel sets the flag only for a writer without CAP_FSETID.
+            let keep = opts.writer_gid == st.meta.gid;
+            st.kill_suidgid(keep);
         }
-        if !st.xattrs.is_empty() {
-            let freed = st.xattrs.kill_capability();
-            st.charge -= freed;
-            self.quota.release(freed);
-        }
+        self.kill_capability(st);
         Ok(())
     }
 
@@ -234,7 +233,6 @@ impl Engine {
         let node = self.handle_node(fh)?;
         let mut st = node.state.write();
         let file = st.file_mut()?;
-        let size_before = file.len();
         let before = file.charge();
         match mode {
             Fallocate::Allocate { keep_size } => {
@@ -259,10 +257,9 @@ impl Engine {
                 }
             }
         }
-        let grew = file.len() != size_before;
-        if grew || !matches!(mode, Fallocate::Allocate { .. }) {
-            st.touch_modified(Timestamp::now());
-        }
+        // Every successful fallocate counts as a modification, as on tmpfs
+        // (`file_modified`), whether or not the size changed.
+        st.touch_modified(Timestamp::now());
         Ok(())
     }
 

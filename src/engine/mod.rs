@@ -228,6 +228,16 @@ impl Engine {
         }
     }
 
+    /// Drops the node's `security.capability` attribute (a write, truncate
+    /// or change of owner does) and gives back its charge.
+    fn kill_capability(&self, st: &mut NodeState) {
+        if !st.xattrs.is_empty() {
+            let freed = st.xattrs.kill_capability();
+            st.charge -= freed;
+            self.quota.release(freed);
+        }
+    }
+
     fn remeasure(&self) {
         if let Some(remeasure) = &*self.remeasure.read() {
             remeasure();
@@ -371,24 +381,34 @@ impl Engine {
             self.quota.release(before - st.total_charge());
             st.touch_modified(now);
             if caller.uid != 0 {
-                st.kill_suidgid();
+                let keep = st.may_keep_sgid(caller);
+                st.kill_suidgid(keep);
             }
-            let freed = st.xattrs.kill_capability();
-            st.charge -= freed;
-            self.quota.release(freed);
+            self.kill_capability(&mut st);
         }
         if let Some(mode) = set.mode {
             st.meta.perm = (mode & 0o7777) as u16;
         }
         if set.uid.is_some() || set.gid.is_some() {
+            // Judged against the group the file had.
+            let keep = st.may_keep_sgid(caller);
             st.meta.uid = set.uid.unwrap_or(st.meta.uid);
             st.meta.gid = set.gid.unwrap_or(st.meta.gid);
             if !node.is_dir() {
-                st.kill_suidgid();
-                let freed = st.xattrs.kill_capability();
-                st.charge -= freed;
-                self.quota.release(freed);
+                st.kill_suidgid(keep);
+                self.kill_capability(&mut st);
             }
+        }
+        if *set == SetAttr::default() && !node.is_dir() {
+            // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing the
+            // privilege bits to us, and sends what is left of its request
+            // when it strips them: an empty SETATTR. It does that for
+            // `chown(f, -1, -1)` and for a `fallocate(2)` or
+            // `copy_file_range(2)` by a caller without CAP_FSETID (its
+            // `file_modified`); tmpfs clears the bits in all three.
+            let keep = st.may_keep_sgid(caller);
+            st.kill_suidgid(keep);
+            self.kill_capability(&mut st);
         }
         let resolve = |t: SetTime| match t {
             SetTime::Now => now,

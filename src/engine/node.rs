@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::dir::Dir;
-use super::types::{Attr, FileKind, Ino, Timestamp};
+use super::types::{Attr, Caller, FileKind, Ino, Timestamp};
 use super::xattr::Xattrs;
 use crate::storage::FileData;
 use crate::sync::RwLock;
@@ -179,17 +179,30 @@ impl NodeState {
         self.meta.ctime = now;
     }
 
-    /// Clears set-uid, and set-gid when group-execute is set (set-gid
-    /// without group-execute marks mandatory locking and stays), as Linux
-    /// does when a file is written or truncated by an unprivileged caller or
-    /// changes owner.
-    pub(crate) fn kill_suidgid(&mut self) {
+    /// Clears set-user-ID, and set-group-ID where Linux does
+    /// (`setattr_should_drop_sgid`): when the file is group-executable, or
+    /// when the caller may not keep it, being neither in the file's group
+    /// nor privileged. Linux does this when an unprivileged caller writes,
+    /// truncates or fallocates a file, and on every change of owner.
+    /// `may_keep_sgid` is [`NodeState::may_keep_sgid`] for the caller.
+    /// Returns whether a bit was cleared.
+    pub(crate) fn kill_suidgid(&mut self, may_keep_sgid: bool) -> bool {
         let perm = u32::from(self.meta.perm);
-        let mut keep = !libc::S_ISUID;
-        if perm & libc::S_IXGRP != 0 {
-            keep &= !libc::S_ISGID;
+        let mut clear = libc::S_ISUID;
+        if perm & libc::S_IXGRP != 0 || !may_keep_sgid {
+            clear |= libc::S_ISGID;
         }
-        self.meta.perm = (perm & keep) as u16;
+        self.meta.perm = (perm & !clear) as u16;
+        perm & clear != 0
+    }
+
+    /// Whether `caller` may keep a set-group-ID bit that is not
+    /// group-executable: uid 0 (standing in for `CAP_FSETID`), or a member
+    /// of the file's group. Only the caller's primary group is known here,
+    /// so a member through a supplementary group loses the bit where tmpfs
+    /// would keep it (the safe side: a privilege dropped, never kept).
+    pub(crate) fn may_keep_sgid(&self, caller: &Caller) -> bool {
+        caller.uid == 0 || caller.gid == self.meta.gid
     }
 }
 

@@ -269,6 +269,9 @@ impl OpenFlags {
 pub struct WriteOptions {
     /// Clear set-uid/set-gid (the kernel says the writer lacks `CAP_FSETID`).
     pub kill_suidgid: bool,
+    /// The writer's group: with `kill_suidgid`, a set-group-ID bit without
+    /// group-execute stays only for a member of the file's group.
+    pub writer_gid: u32,
     /// The data comes from page-cache writeback (a shared mmap): a refusal
     /// here reaches no `write(2)` caller, so it is counted separately.
     pub from_page_cache: bool,

@@ -658,7 +658,7 @@ impl Filesystem for FuseFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -672,6 +672,7 @@ impl Filesystem for FuseFs {
         self.run("write", || {
             let opts = WriteOptions {
                 kill_suidgid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+                writer_gid: req.gid(),
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
             let notifier = opts.from_page_cache.then(|| self.notifier.clone());
