@@ -13,7 +13,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use scratchfs::{Engine, StoragePolicy, WriteOptions, XattrSet};
+use scratchfs::{Engine, Fallocate, SetAttr, StoragePolicy, WriteOptions, XattrSet};
 
 /// Bytes held by live allocations, allocator headers included.
 static HELD: AtomicI64 = AtomicI64::new(0);
@@ -70,14 +70,28 @@ struct Row {
 /// Runs `work` on a fresh engine and compares what it allocated (still live
 /// afterwards) with what the quota charged.
 fn measure(what: &str, objects: u64, work: impl FnOnce(&Engine)) -> Row {
-    let e = common::engine(1 << 40, StoragePolicy::Auto);
+    measure_after(StoragePolicy::Auto, what, objects, |_| (), |e, ()| work(e))
+}
+
+/// Like [`measure`], on an engine with the given storage policy, counting
+/// only what `work` adds to what `setup` made (so that what the nodes `setup`
+/// created are over-charged does not hide what the objects under test hold).
+fn measure_after<T>(
+    storage: StoragePolicy,
+    what: &str,
+    objects: u64,
+    setup: impl FnOnce(&Engine) -> T,
+    work: impl FnOnce(&Engine, T),
+) -> Row {
+    let e = common::engine(1 << 40, storage);
     // The root's name index is charged with the root but allocated on its
     // first entry: allocate it before the baseline.
     let (_, fh) = common::file_with(&e, scratchfs::Ino::ROOT, "warm-up", b"");
     e.release(fh).unwrap();
+    let made = setup(&e);
     let used0 = e.stats().used_bytes as i64;
     let held0 = HELD.load(Ordering::Relaxed);
-    work(&e);
+    work(&e, made);
     let held = HELD.load(Ordering::Relaxed) - held0;
     let charged = e.stats().used_bytes as i64 - used0;
     common::invariants(&e);
@@ -93,6 +107,29 @@ fn files(e: &Engine, n: u64, size: usize) {
         // unlinked file is then freed at once.
         e.forget(ino, 1);
     }
+}
+
+/// Like [`files`], changing each file through `change` once it is written
+/// and closed.
+fn files_then(e: &Engine, n: u64, size: usize, change: impl Fn(scratchfs::Ino)) {
+    let data = vec![b'x'; size];
+    for i in 0..n {
+        let (ino, fh) = common::file_with(e, scratchfs::Ino::ROOT, &format!("f{i:06}"), &data);
+        e.release(fh).unwrap();
+        change(ino);
+        e.forget(ino, 1);
+    }
+}
+
+/// Punches `[off, off + len)` of `ino` through a handle of its own.
+fn punch(e: &Engine, ino: scratchfs::Ino, off: u64, len: u64) {
+    let fh = e.open(ino, common::rw(), &common::ROOT).unwrap();
+    e.fallocate(fh, off, len, Fallocate::PunchHole).unwrap();
+    e.release(fh).unwrap();
+}
+
+fn truncate(e: &Engine, ino: scratchfs::Ino, size: u64) {
+    e.setattr(ino, &SetAttr { size: Some(size), ..SetAttr::default() }, &common::ROOT).unwrap();
 }
 
 fn remove_files(e: &Engine, which: impl Iterator<Item = u64>) {
@@ -112,6 +149,23 @@ fn what_the_engine_holds_never_exceeds_what_the_quota_charged() {
     }
     let root = scratchfs::Ino::ROOT;
     let rows = vec![
+        // Buffers glibc maps. These come first: once earlier scenarios have
+        // left large free chunks in the heap, glibc serves such requests from
+        // them instead of mapping them. A mapped buffer shrunk below the mmap
+        // threshold (by a truncation, by a punch that cuts an extent):
+        measure("1 MiB files truncated to 1,000 bytes", 1_000, |e| {
+            files_then(e, 1_000, 1 << 20, |ino| truncate(e, ino, 1_000));
+        }),
+        measure_after(
+            StoragePolicy::Sequential,
+            "300 KiB files punched to 2,000 bytes",
+            1_000,
+            |_| (),
+            |e, ()| files_then(e, 1_000, 300 << 10, |ino| punch(e, ino, 1_000, (300 << 10) - 2_000)),
+        ),
+        // Just under 128 KiB, a buffer whose chunk (with its header and
+        // rounding) reaches 128 KiB, so glibc maps it.
+        measure("131,060-byte files", 1_000, |e| files(e, 1_000, 131_060)),
         measure("empty files", 20_000, |e| files(e, 20_000, 0)),
         measure("100-byte files", 20_000, |e| files(e, 20_000, 100)),
         measure("2,200-byte files", 20_000, |e| files(e, 20_000, 2200)),

@@ -38,7 +38,7 @@ use crate::engine::{Engine, HANDLE_COST, HANDLES_IN_BASELINE};
 use crate::fuse::HELD_BYTES;
 use crate::storage::SPARE_BYTES;
 
-const MMAP_THRESHOLD: i32 = 128 * 1024;
+const MMAP_THRESHOLD: i32 = crate::storage::MMAP_THRESHOLD as i32;
 const TRIM_THRESHOLD: i32 = 128 * 1024;
 const ARENAS: i32 = 2;
 /// Bytes released that trigger a trim.

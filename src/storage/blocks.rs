@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Seek, alloc_overhead, zeros};
+use super::{Seek, alloc_overhead, shrink_buffer, zeros};
 
 /// Size of a random-access block; block `i` covers `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)`.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
@@ -200,7 +200,7 @@ impl BlockMap {
             return;
         }
         block.truncate(keep as usize);
-        block.shrink_to_fit();
+        shrink_buffer(block, keep as usize);
         self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
     }
 
@@ -262,7 +262,8 @@ impl BlockMap {
         for block in self.blocks.values_mut() {
             let cap = block.capacity() as u64;
             if cap > block.len() as u64 {
-                block.shrink_to_fit();
+                let len = block.len();
+                shrink_buffer(block, len);
                 self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
             }
         }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::hugebuf::{HUGE, HugeBuf};
 use super::spares;
-use super::{Seek, alloc_overhead, grid_end, zeros};
+use super::{Seek, alloc_overhead, grid_end, shrink_buffer, zeros};
 
 /// Extents never cross a multiple of this offset.
 pub const CHUNK_SIZE: u64 = HUGE as u64;
@@ -62,7 +62,8 @@ impl Chunk {
         let mut v = Vec::from(std::mem::take(&mut self.data));
         f(&mut v);
         debug_assert!(!v.is_empty());
-        v.shrink_to_fit();
+        let len = v.len();
+        shrink_buffer(&mut v, len);
         self.data = Bytes::from(v);
     }
 }
@@ -133,7 +134,7 @@ impl TailBuf {
         match self {
             TailBuf::Small(v) => {
                 v.truncate(len);
-                v.shrink_to_fit();
+                shrink_buffer(v, len);
             }
             TailBuf::Huge(h) if len == HUGE && h.len() == HUGE => {}
             TailBuf::Huge(h) => *self = TailBuf::Small(h.as_ref()[..len.min(h.len())].to_vec()),

@@ -74,13 +74,56 @@ pub enum Seek {
     Hole,
 }
 
+/// glibc's mmap threshold as the daemon fixes it (`src/cli/alloc.rs`): a
+/// request whose chunk reaches it gets a mapping of its own.
+pub const MMAP_THRESHOLD: u64 = 128 * 1024;
+/// Granularity of a mapping.
+const PAGE: u64 = 4096;
+
+/// `n` rounded up to a multiple of `to` (a power of two); `u64::MAX` if
+/// that does not fit.
+fn round_up(n: u64, to: u64) -> u64 {
+    n.checked_add(to - 1).map_or(u64::MAX, |m| m & !(to - 1))
+}
+
+/// The chunk glibc carves for a request of `len` bytes: an 8-byte header,
+/// rounded up to 16 bytes, 32 at least.
+fn chunk_size(len: u64) -> u64 {
+    round_up(len.saturating_add(8), 16).max(32)
+}
+
+/// Whether glibc serves a fresh request for `len` bytes with a mapping of
+/// its own (it may still serve it from a large free chunk of its heap,
+/// which holds less).
+fn is_mapped(len: u64) -> bool {
+    chunk_size(len) >= MMAP_THRESHOLD
+}
+
 /// Bytes the allocator adds to a data buffer of `len` bytes: its header and
-/// rounding, or for large buffers (which glibc serves with `mmap` once they
-/// reach its threshold, 128 KiB in the daemon) the rounding up to whole
-/// pages.
+/// rounding, or for a buffer glibc maps (`is_mapped`) the rest of the
+/// mapping, which holds the chunk and one more header word in whole pages.
 pub fn alloc_overhead(len: u64) -> u64 {
-    const LARGE: u64 = 128 * 1024;
-    if len >= LARGE { (len + 16).div_ceil(4096) * 4096 - len } else { 32 }
+    if is_mapped(len) { round_up(chunk_size(len).saturating_add(8), PAGE).saturating_sub(len) } else { 32 }
+}
+
+/// Shrinks the capacity of `v` to `cap` (or its length, if longer). glibc
+/// shrinks a mapped buffer in place, remapping it in whole pages, so a
+/// buffer that would no longer be mapped at its new size is moved to a
+/// fresh allocation instead: it then lies in the heap, as its charge
+/// ([`alloc_overhead`] of its new size) assumes.
+pub(crate) fn shrink_buffer<T>(v: &mut Vec<T>, cap: usize) {
+    let cap = cap.max(v.len());
+    if cap >= v.capacity() {
+        return;
+    }
+    let bytes = |n: usize| (n as u64).saturating_mul(size_of::<T>() as u64);
+    if is_mapped(bytes(v.capacity())) && !is_mapped(bytes(cap)) {
+        let mut fresh = Vec::with_capacity(cap);
+        fresh.append(v);
+        *v = fresh;
+    } else {
+        v.shrink_to(cap);
+    }
 }
 
 /// The end of the grid cell of size `cell` that contains `off`.

@@ -262,3 +262,30 @@ fn punch_inside_an_extent_splits_it_and_frees_the_middle() {
     assert_eq!(f.seek(0, Seek::Hole), Some(50_000));
     assert_eq!(f.seek(50_000, Seek::Data), Some(150_000));
 }
+
+#[test]
+fn mapped_buffers_are_charged_their_whole_mapping() {
+    // A heap chunk: 8-byte header, rounded to 16, covered by 32 bytes.
+    assert_eq!(alloc_overhead(100), 32);
+    assert_eq!(alloc_overhead(131_048), 32);
+    // The chunk of 131,049 bytes reaches 128 KiB: mapped, in 33 pages.
+    assert_eq!(alloc_overhead(131_049), 33 * 4096 - 131_049);
+    // Header and rounding can push a mapping into one more page.
+    assert_eq!(alloc_overhead(40 * 4096 - 20), 41 * 4096 - (40 * 4096 - 20));
+    assert_eq!(alloc_overhead(u64::MAX), 0);
+}
+
+#[test]
+fn shrinking_keeps_contents_and_leaves_no_spare_capacity() {
+    for (cap, keep) in [(1usize << 20, 1000usize), (1 << 20, 300 << 10), (1000, 10), (64, 64)] {
+        let mut v: Vec<u8> = Vec::with_capacity(cap);
+        v.extend((0..keep).map(|i| i as u8));
+        shrink_buffer(&mut v, keep);
+        assert_eq!(v.capacity(), keep);
+        assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+    }
+    let mut v: Vec<u32> = Vec::with_capacity(1 << 16);
+    v.extend(0..10);
+    shrink_buffer(&mut v, 40);
+    assert_eq!((v.capacity(), v.len()), (40, 10));
+}
