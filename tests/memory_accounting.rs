@@ -109,6 +109,11 @@ fn files(e: &Engine, n: u64, size: usize) {
     }
 }
 
+/// `n` empty files, open: `(inode, handle)` each.
+fn open_files(e: &Engine, n: u64) -> Vec<(scratchfs::Ino, scratchfs::Fh)> {
+    (0..n).map(|i| common::file_with(e, scratchfs::Ino::ROOT, &format!("f{i:06}"), b"")).collect()
+}
+
 /// Like [`files`], changing each file through `change` once it is written
 /// and closed.
 fn files_then(e: &Engine, n: u64, size: usize, change: impl Fn(scratchfs::Ino)) {
@@ -234,6 +239,27 @@ fn what_the_engine_holds_never_exceeds_what_the_quota_charged() {
                 e.setxattr(ino, format!("user.k{i:05}").as_bytes(), b"0123456789abcdef", XattrSet::Create).unwrap();
             }
         }),
+        // One block each: a map's first leaf is nearly empty.
+        measure_after(
+            StoragePolicy::RandomAccess,
+            "100 bytes in 2,000 random-access files",
+            2_000,
+            |e| open_files(e, 2_000),
+            |e, files| {
+                for (_, fh) in files {
+                    e.write(fh, 0, &[b'x'; 100], WriteOptions::default()).unwrap();
+                    e.release(fh).unwrap();
+                }
+            },
+        ),
+        // A map emptied by a truncation.
+        measure_after(
+            StoragePolicy::RandomAccess,
+            "random-access files, truncated to 0",
+            2_000,
+            |_| (),
+            |e, ()| files_then(e, 2_000, 100, |ino| truncate(e, ino, 0)),
+        ),
     ];
     let mut over = Vec::new();
     for r in &rows {

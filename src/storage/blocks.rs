@@ -19,8 +19,13 @@ use super::{Seek, alloc_overhead, shrink_buffer, zeros};
 /// Size of a random-access block; block `i` covers `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)`.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
 /// Bytes charged per block on top of its buffer: its B-tree entry (32 bytes
-/// in leaves at least half full, plus inner nodes).
+/// in leaves at least half full, plus inner nodes). The B-tree keeps every
+/// node but its root at least half full; the root is [`BLOCK_MAP_COST`].
 pub const BLOCK_SLOT: u64 = 80;
+/// Bytes charged for a map that holds any block: the B-tree's root node,
+/// which may hold a single block (a leaf is 368 bytes, 384 with the
+/// allocator's header; an inner node 464, 480 with it).
+pub const BLOCK_MAP_COST: u64 = 480;
 
 /// What a block whose buffer holds `cap` bytes is charged.
 pub(crate) fn block_charge(cap: u64) -> u64 {
@@ -31,9 +36,11 @@ const MIN_BLOCK: u64 = 512;
 /// A file's bytes as a sparse map of blocks.
 #[derive(Default)]
 pub(crate) struct BlockMap {
-    /// Block index -> data prefix of that block (never empty).
+    /// Block index -> data prefix of that block (never empty). Once empty,
+    /// replaced by a fresh map, which allocates nothing (a map emptied by
+    /// removals keeps its root leaf).
     blocks: BTreeMap<u64, Vec<u8>>,
-    /// Σ (capacity + overhead) over blocks.
+    /// Σ `block_charge` over blocks (the root is charged on top of it).
     charge: u64,
     /// Σ block lengths.
     stored: u64,
@@ -59,20 +66,28 @@ fn grown(cap: u64, need: u64) -> u64 {
     if need <= cap { cap } else { need.max(cap.saturating_mul(2)).clamp(MIN_BLOCK, BLOCK_SIZE) }
 }
 
+/// What a map's root is charged: nothing until it holds a block.
+fn root_charge(holds_blocks: bool) -> u64 {
+    if holds_blocks { BLOCK_MAP_COST } else { 0 }
+}
+
 /// Quota a write of `len` bytes at `off` needs on a map whose block
-/// capacities `cap_of` reports (`None` = no block).
-pub(crate) fn write_cost_with(cap_of: impl Fn(u64) -> Option<u64>, off: u64, len: u64) -> u64 {
-    pieces(off, off + len)
+/// capacities `cap_of` reports (`None` = no block); `empty` if the map holds
+/// no block yet.
+pub(crate) fn write_cost_with(cap_of: impl Fn(u64) -> Option<u64>, empty: bool, off: u64, len: u64) -> u64 {
+    let blocks: u64 = pieces(off, off + len)
         .map(|(idx, _, b)| match cap_of(idx) {
             Some(cap) => block_charge(grown(cap, b)) - block_charge(cap),
             None => block_charge(grown(0, b)),
         })
-        .sum()
+        .sum();
+    // The first block brings the root.
+    blocks + root_charge(empty && len > 0)
 }
 
 impl BlockMap {
     pub(crate) fn charge(&self) -> u64 {
-        self.charge
+        self.charge + root_charge(!self.blocks.is_empty())
     }
 
     pub(crate) fn stored(&self) -> u64 {
@@ -113,7 +128,7 @@ impl BlockMap {
                 }
             }
         }
-        let charge = layout.iter().map(|&(_, len)| block_charge(len)).sum();
+        let charge = layout.iter().map(|&(_, len)| block_charge(len)).sum::<u64>() + root_charge(!layout.is_empty());
         (layout, charge)
     }
 
@@ -141,7 +156,7 @@ impl BlockMap {
     }
 
     pub(crate) fn write_cost(&self, off: u64, len: u64) -> u64 {
-        write_cost_with(|idx| self.blocks.get(&idx).map(|b| b.capacity() as u64), off, len)
+        write_cost_with(|idx| self.blocks.get(&idx).map(|b| b.capacity() as u64), self.blocks.is_empty(), off, len)
     }
 
     pub(crate) fn write(&mut self, off: u64, data: &[u8]) {
@@ -184,6 +199,14 @@ impl BlockMap {
         if !size.is_multiple_of(BLOCK_SIZE) {
             self.cut_block(size / BLOCK_SIZE, size % BLOCK_SIZE);
         }
+        self.free_empty_root();
+    }
+
+    /// Frees the root leaf a map emptied by removals keeps.
+    fn free_empty_root(&mut self) {
+        if self.blocks.is_empty() {
+            self.blocks = BTreeMap::new();
+        }
     }
 
     /// Shortens block `idx` to `keep` bytes, removing it if that leaves nothing.
@@ -197,6 +220,7 @@ impl BlockMap {
         if keep == 0 {
             self.blocks.remove(&idx);
             self.charge -= block_charge(cap);
+            self.free_empty_root();
             return;
         }
         block.truncate(keep as usize);

@@ -18,7 +18,7 @@ mod spares;
 
 use bytes::Bytes;
 
-pub use blocks::{BLOCK_SIZE, BLOCK_SLOT};
+pub use blocks::{BLOCK_MAP_COST, BLOCK_SIZE, BLOCK_SLOT};
 pub use chunks::{CHUNK_SIZE, EXTENT_SLOT};
 pub use hugebuf::HUGE;
 pub use spares::SPARE_BYTES;
@@ -251,7 +251,7 @@ impl FileData {
             Repr::Sequential(_) if plan.promote => {
                 let (layout, charge) = BlockMap::layout_for(self.extents().into_iter());
                 let cap_of = |idx: u64| layout.binary_search_by_key(&idx, |&(i, _)| i).ok().map(|at| layout[at].1);
-                charge + blocks::write_cost_with(cap_of, off, len)
+                charge + blocks::write_cost_with(cap_of, layout.is_empty(), off, len)
             }
             Repr::Sequential(c) => c.write_cost(off, len, plan.whole_cells),
             Repr::RandomAccess(b) => b.write_cost(off, len),
