@@ -80,6 +80,11 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
         e.stats().used_bytes - after_dir,
         scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 1000 + scratchfs::TARGET_OVERHEAD
     );
+    // The first attribute also brings the node's list of attributes, with
+    // room for a few more.
+    let no_xattrs = e.stats().used_bytes;
+    e.setxattr(l.ino, b"trusted.first", b"", XattrSet::Create).unwrap();
+    assert!(e.stats().used_bytes - no_xattrs > scratchfs::XATTR_COST + 13);
     let before = e.stats().used_bytes;
     e.setxattr(l.ino, b"trusted.big", &[0u8; 5000], XattrSet::Upsert).unwrap();
     assert_eq!(e.stats().used_bytes - before, scratchfs::XATTR_COST + 11 + 5000);
@@ -87,6 +92,8 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
     assert_eq!(e.stats().used_bytes - before, scratchfs::XATTR_COST + 11 + 10);
     e.removexattr(l.ino, b"trusted.big").unwrap();
     assert_eq!(e.stats().used_bytes, before);
+    e.removexattr(l.ino, b"trusted.first").unwrap();
+    assert_eq!(e.stats().used_bytes, no_xattrs);
     invariants(&e);
 }
 

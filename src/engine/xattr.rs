@@ -2,6 +2,7 @@
 
 use super::error::{FsError, Result};
 use super::types::XattrSet;
+use crate::storage::{alloc_overhead, shrink_buffer};
 
 /// Longest attribute name (`XATTR_NAME_MAX`).
 pub const XATTR_NAME_MAX: usize = 255;
@@ -9,10 +10,11 @@ pub const XATTR_NAME_MAX: usize = 255;
 pub const XATTR_SIZE_MAX: usize = 65536;
 /// Largest `listxattr` result (`XATTR_LIST_MAX`); a node's names must fit in it.
 pub const XATTR_LIST_MAX: usize = 65536;
-/// Quota bytes charged per attribute on top of name and value: its list slot
-/// (32 bytes, up to twice that after the list grows) and the allocator's
-/// headers and rounding of the name and value copies.
-pub const XATTR_COST: u64 = 128;
+/// Quota bytes charged per attribute on top of name and value: the
+/// allocator's headers and rounding of the name and value copies (at most 31
+/// bytes each, as a chunk is 32 bytes at least). Its slot in the node's list
+/// is charged with the list, by the list's capacity.
+pub const XATTR_COST: u64 = 64;
 
 /// Namespaces we store. `system.*` (POSIX ACLs) is not supported: the
 /// kernel would not enforce an ACL we merely stored.
@@ -21,8 +23,33 @@ const NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
 type Name = Box<[u8]>;
 type Value = Box<[u8]>;
 
+/// Bytes of one list slot.
+const SLOT: u64 = size_of::<(Name, Value)>() as u64;
+/// Slots of a new list, and the fewest a list shrinks to.
+const MIN_SLOTS: usize = 4;
+/// The box holding a node's list (24 bytes, 32 with the allocator's header).
+const LIST_BOX: u64 = 32;
+
+/// What a node's list with room for `slots` attributes is charged: its box
+/// and its buffer of slots; nothing without a list.
+fn list_charge(slots: usize) -> u64 {
+    if slots == 0 {
+        return 0;
+    }
+    let bytes = (slots as u64).saturating_mul(SLOT);
+    LIST_BOX.saturating_add(bytes).saturating_add(alloc_overhead(bytes))
+}
+
+/// Slots of a full list of `slots` once it grows.
+fn grown(slots: usize) -> usize {
+    slots.saturating_mul(2).max(MIN_SLOTS)
+}
+
 /// Attributes as a short list, boxed so that a node without any (most of
-/// them) pays one pointer: nodes rarely carry more than a few.
+/// them) pays one pointer: nodes rarely carry more than a few. The list is
+/// charged by capacity: it starts with `MIN_SLOTS` slots, doubles when
+/// full, and when removals leave it at most a quarter full shrinks to twice
+/// its length; the last removal frees it.
 #[derive(Default)]
 pub(crate) struct Xattrs {
     #[allow(clippy::box_collection, reason = "8 bytes in every node instead of a 24-byte Vec")]
@@ -59,6 +86,16 @@ impl Xattrs {
         self.items().is_empty()
     }
 
+    fn slots(&self) -> usize {
+        self.list.as_ref().map_or(0, |l| l.capacity())
+    }
+
+    /// What adding one more attribute makes the list grow by, in quota bytes.
+    fn growth_cost(&self) -> u64 {
+        let slots = self.slots();
+        if self.items().len() < slots { 0 } else { list_charge(grown(slots)) - list_charge(slots) }
+    }
+
     fn list_len(&self) -> usize {
         self.items().iter().map(|(n, _)| n.len() + 1).sum()
     }
@@ -77,7 +114,7 @@ impl Xattrs {
                 if self.list_len() + name.len() + 1 > XATTR_LIST_MAX {
                     return Err(FsError::AttrListFull);
                 }
-                Ok((cost(name, value), 0))
+                Ok((cost(name, value) + self.growth_cost(), 0))
             }
         }
     }
@@ -87,7 +124,13 @@ impl Xattrs {
         let list = self.list.get_or_insert_with(Box::default);
         match list.iter_mut().find(|(n, _)| &**n == name) {
             Some((_, v)) => *v = value.into(),
-            None => list.push((name.into(), value.into())),
+            None => {
+                if list.len() == list.capacity() {
+                    // Grow as `growth_cost` charged, not as `Vec` would.
+                    list.reserve_exact(grown(list.capacity()) - list.len());
+                }
+                list.push((name.into(), value.into()));
+            }
         }
     }
 
@@ -97,10 +140,14 @@ impl Xattrs {
         let list = self.list.as_mut().ok_or(FsError::NoData)?;
         let at = list.iter().position(|(n, _)| &**n == name).ok_or(FsError::NoData)?;
         let (n, v) = list.swap_remove(at);
+        let before = list.capacity();
         if list.is_empty() {
             self.list = None;
+        } else if list.len() <= before / 4 {
+            let keep = list.len().saturating_mul(2).max(MIN_SLOTS);
+            shrink_buffer(list, keep);
         }
-        Ok(cost(&n, &v))
+        Ok(cost(&n, &v) + list_charge(before) - list_charge(self.slots()))
     }
 
     /// All names, each followed by a NUL, as `listxattr` returns them.
@@ -159,5 +206,58 @@ impl super::Engine {
         self.quota.release(freed);
         st.meta.ctime = super::Timestamp::now();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Xattrs {
+        /// What the attributes should be charged: the list and every entry.
+        fn charge(&self) -> u64 {
+            list_charge(self.slots()) + self.items().iter().map(|(n, v)| cost(n, v)).sum::<u64>()
+        }
+    }
+
+    fn name(i: usize) -> Vec<u8> {
+        format!("user.{i:04}").into_bytes()
+    }
+
+    #[test]
+    fn the_first_attribute_is_charged_the_list_and_the_last_frees_it() {
+        let mut x = Xattrs::default();
+        let (need, frees) = x.plan_set(b"user.a", b"1", XattrSet::Create).unwrap();
+        assert_eq!((need, frees), (XATTR_COST + 7 + list_charge(MIN_SLOTS), 0));
+        assert_eq!(list_charge(MIN_SLOTS), 32 + 4 * 32 + 32);
+        x.set(b"user.a", b"1");
+        assert_eq!((x.slots(), x.charge()), (MIN_SLOTS, need));
+        // A replacement changes the value only.
+        assert_eq!(x.plan_set(b"user.a", b"22", XattrSet::Replace).unwrap(), (XATTR_COST + 8, XATTR_COST + 7));
+        assert_eq!(x.remove(b"user.a").unwrap(), need);
+        assert!(x.list.is_none());
+    }
+
+    #[test]
+    fn the_charge_follows_the_list_as_it_grows_and_shrinks() {
+        let mut x = Xattrs::default();
+        let mut charged = 0;
+        for i in 0..3_000 {
+            let (need, frees) = x.plan_set(&name(i), b"v", XattrSet::Create).unwrap();
+            x.set(&name(i), b"v");
+            charged = charged + need - frees;
+            assert_eq!(charged, x.charge(), "after {} sets", i + 1);
+        }
+        // 4,096 slots: 128 KiB, which glibc maps.
+        assert_eq!(x.slots(), 4_096);
+        for i in (1..3_000).rev() {
+            charged -= x.remove(&name(i)).unwrap();
+            assert_eq!(charged, x.charge(), "{i} left");
+            let (len, slots) = (x.items().len(), x.slots());
+            assert!(slots == MIN_SLOTS || slots < 4 * (len + 1), "{len} attributes in {slots} slots");
+        }
+        assert_eq!(x.slots(), MIN_SLOTS);
+        charged -= x.remove(&name(0)).unwrap();
+        assert_eq!((charged, x.list.is_none()), (0, true));
     }
 }
