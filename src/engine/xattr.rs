@@ -172,6 +172,10 @@ impl super::Engine {
     pub fn setxattr(&self, ino: super::Ino, name: &[u8], value: &[u8], mode: XattrSet) -> Result<()> {
         let node = self.node(ino)?;
         let mut st = node.state.write();
+        // Released (its charges given back) but not yet out of the table.
+        if st.freed {
+            return Err(FsError::NotFound);
+        }
         let (need, frees) = st.xattrs.plan_set(name, value, mode)?;
         let bytes = self.reserve(need, "setxattr", ino)?;
         st.xattrs.set(name, value);
@@ -201,6 +205,9 @@ impl super::Engine {
     pub fn removexattr(&self, ino: super::Ino, name: &[u8]) -> Result<()> {
         let node = self.node(ino)?;
         let mut st = node.state.write();
+        if st.freed {
+            return Err(FsError::NotFound);
+        }
         let freed = st.xattrs.remove(name)?;
         st.charge -= freed;
         self.quota.release(freed);
