@@ -231,3 +231,42 @@ fn attribute_changes_racing_the_release_of_a_node_keep_the_books() {
     }
     eprintln!("{round} rounds");
 }
+
+/// open(2) with O_CREAT and without O_EXCL never fails with ENOENT: when
+/// the name `create` found taken is unlinked before it could open it, it
+/// creates it instead.
+#[test]
+fn create_without_excl_racing_unlink_never_reports_a_missing_name() {
+    let e = std::sync::Arc::new(engine(64 << 20, StoragePolicy::Auto));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (e2, stop2) = (e.clone(), stop.clone());
+    let unlinker = std::thread::spawn(move || {
+        let mut removed = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            if e2.unlink(Ino::ROOT, b"f").is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    });
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut creates = 0u64;
+    while Instant::now() < deadline {
+        match e.create(Ino::ROOT, b"f", 0o644, rw(), &ROOT) {
+            Ok((attr, fh)) => {
+                e.release(fh).unwrap();
+                e.forget(attr.ino, 1);
+                creates += 1;
+            }
+            Err(err) => {
+                stop.store(true, Ordering::Relaxed);
+                panic!("create without O_EXCL failed after {creates} creates: {err:?}");
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let removed = unlinker.join().unwrap();
+    eprintln!("{creates} creates, {removed} unlinks");
+    assert!(removed > 0, "the race never ran");
+    invariants(&e);
+}

@@ -57,6 +57,11 @@ struct NewNode<'a> {
     op: &'a str,
 }
 
+/// How often `create` tries again when the name it found taken is gone
+/// by the time it looks it up (each retry means another caller changed
+/// the name meanwhile; a bound keeps a pathological race finite).
+const CREATE_ATTEMPTS: u32 = 64;
+
 impl Engine {
     pub(super) fn dir_node(&self, ino: Ino) -> Result<Arc<Node>> {
         let node = self.node(ino)?;
@@ -239,30 +244,45 @@ impl Engine {
         flags: OpenFlags,
         caller: &Caller,
     ) -> Result<(Attr, super::Fh)> {
-        let new = NewNode {
-            kind: FileKind::RegularFile,
-            perm: mode,
-            rdev: 0,
-            content: Content::File(FileData::new(self.initial_shape())),
-            extra: 0,
-            op: "create",
-        };
-        let node = match self.make_node(parent, name, new, caller) {
-            Ok(node) => node,
-            Err(FsError::Exists) if !flags.exclusive => {
-                let node = self.resolve(parent, name)?;
-                if node.is_dir() {
-                    return Err(FsError::IsDir);
+        // Without O_EXCL an existing name is opened; if it goes away between
+        // the attempt to create and the lookup (an unlink or rename racing
+        // us), creating is tried again: open(2) with O_CREAT never fails
+        // with ENOENT for a name it may create.
+        let mut attempts = 0;
+        let node = loop {
+            attempts += 1;
+            let new = NewNode {
+                kind: FileKind::RegularFile,
+                perm: mode,
+                rdev: 0,
+                content: Content::File(FileData::new(self.initial_shape())),
+                extra: 0,
+                op: "create",
+            };
+            match self.make_node(parent, name, new, caller) {
+                Ok(node) => break node,
+                Err(FsError::Exists) if !flags.exclusive => {
+                    let node = match self.resolve(parent, name) {
+                        Ok(node) => node,
+                        Err(FsError::NotFound) if attempts < CREATE_ATTEMPTS => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if node.is_dir() {
+                        return Err(FsError::IsDir);
+                    }
+                    let st = node.state.read();
+                    if st.freed {
+                        if attempts < CREATE_ATTEMPTS {
+                            continue;
+                        }
+                        return Err(FsError::NotFound);
+                    }
+                    node.lookups.fetch_add(1, Ordering::AcqRel);
+                    drop(st);
+                    break node;
                 }
-                let st = node.state.read();
-                if st.freed {
-                    return Err(FsError::NotFound);
-                }
-                node.lookups.fetch_add(1, Ordering::AcqRel);
-                drop(st);
-                node
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let fh = match self.open_node(&node, flags, caller) {
             Ok(fh) => fh,
