@@ -188,6 +188,7 @@ mod tests {
         assert_eq!((v, b), (Version::V2, dir.join("user.slice")));
         assert!(locate(b"0::/user.slice\n", b"").is_none());
         assert!(locate(b"", mi2.as_bytes()).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
