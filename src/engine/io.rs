@@ -50,8 +50,7 @@ impl Engine {
                     if emptied {
                         st.touch_modified(Timestamp::now());
                         if caller.uid != 0 {
-                            let keep = st.may_keep_sgid(caller);
-                            st.kill_suidgid(keep);
+                            st.kill_suidgid_by(caller);
                         }
                     }
                 }

@@ -381,8 +381,7 @@ impl Engine {
             self.quota.release(before - st.total_charge());
             st.touch_modified(now);
             if caller.uid != 0 {
-                let keep = st.may_keep_sgid(caller);
-                st.kill_suidgid(keep);
+                st.kill_suidgid_by(caller);
             }
             self.kill_capability(&mut st);
         }
@@ -406,8 +405,7 @@ impl Engine {
             // `chown(f, -1, -1)` and for a `fallocate(2)` or
             // `copy_file_range(2)` by a caller without CAP_FSETID (its
             // `file_modified`); tmpfs clears the bits in all three.
-            let keep = st.may_keep_sgid(caller);
-            st.kill_suidgid(keep);
+            st.kill_suidgid_by(caller);
             self.kill_capability(&mut st);
         }
         let resolve = |t: SetTime| match t {

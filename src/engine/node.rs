@@ -196,6 +196,12 @@ impl NodeState {
         perm & clear != 0
     }
 
+    /// [`NodeState::kill_suidgid`] for a change made by `caller`.
+    pub(crate) fn kill_suidgid_by(&mut self, caller: &Caller) -> bool {
+        let keep = self.may_keep_sgid(caller);
+        self.kill_suidgid(keep)
+    }
+
     /// Whether `caller` may keep a set-group-ID bit that is not
     /// group-executable: uid 0 (standing in for `CAP_FSETID`), or a member
     /// of the file's group. Only the caller's primary group is known here,
