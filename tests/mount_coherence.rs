@@ -122,3 +122,81 @@ fn mtime_after_msync_is_never_stale() {
     assert_eq!(stale, 0, "{stale} of {ROUNDS} stat calls after msync showed the mtime from before the stores");
     m.unmount();
 }
+
+/// A directory's attributes seen right after a name is added to it or
+/// removed from it can be the old ones while other threads `stat` it and
+/// list its parent: the kernel re-validates a GETATTR answer read before
+/// the change when it applies it after (the caller was slow to run). That
+/// must not last longer than a directory's attribute lifetime (a second),
+/// where it used to last the hour names are trusted. A run that meets no
+/// stale answer checks nothing, and says so.
+#[test]
+fn stale_directory_attributes_expire_within_a_second() {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    const ROUNDS: usize = 40_000;
+    const NAMES: usize = 8;
+    const ENOUGH: usize = 3;
+    // Two workers answering at once make the race likelier.
+    let Some(m) = Mount::new(&["--size", "64M", "--busy-poll", "off", "--threads", "2"]) else { return };
+    let dir = m.join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let (stop, pause) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (seen, lasting) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        for k in 0..3 {
+            let (dir, root, stop, pause) = (&dir, &m.path, &stop, &pause);
+            s.spawn(move || {
+                while !stop.load(Relaxed) {
+                    if pause.load(Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    } else if k == 0 {
+                        std::fs::read_dir(root).unwrap().for_each(drop);
+                    } else {
+                        std::fs::metadata(dir).unwrap();
+                    }
+                }
+            });
+        }
+        let (mut present, mut subdirs) = ([false; NAMES], 0);
+        let (mut seen, mut lasting) = (0, Vec::new());
+        for round in 0..ROUNDS {
+            let before = std::fs::metadata(&dir).unwrap();
+            let k = round % NAMES;
+            let name = dir.join(format!("n{k}"));
+            // Even names are directories (they change the link count), odd
+            // ones files (only the times change).
+            match (k.is_multiple_of(2), present[k]) {
+                (true, false) => std::fs::create_dir(&name).unwrap(),
+                (true, true) => std::fs::remove_dir(&name).unwrap(),
+                (false, false) => drop(std::fs::File::create(&name).unwrap()),
+                (false, true) => std::fs::remove_file(&name).unwrap(),
+            }
+            present[k] = !present[k];
+            if k.is_multiple_of(2) {
+                subdirs = if present[k] { subdirs + 1 } else { subdirs - 1 };
+            }
+            let fresh = |a: &std::fs::Metadata| {
+                a.nlink() == 2 + subdirs && (a.mtime(), a.mtime_nsec()) > (before.mtime(), before.mtime_nsec())
+            };
+            if !fresh(&std::fs::metadata(&dir).unwrap()) {
+                seen += 1;
+                // Nobody else asks meanwhile (a new answer would hide it).
+                pause.store(true, Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(1200));
+                let later = std::fs::metadata(&dir).unwrap();
+                pause.store(false, Relaxed);
+                if !fresh(&later) {
+                    lasting.push((round, later.nlink(), 2 + subdirs));
+                }
+                if seen == ENOUGH {
+                    break;
+                }
+            }
+        }
+        (seen, lasting)
+    });
+    eprintln!("stale answers seen right after a change: {seen} (this run checks {seen} of them)");
+    assert!(lasting.is_empty(), "stale 1.2 s after the change (round, st_nlink, expected): {lasting:?}");
+    m.unmount();
+}

@@ -47,7 +47,7 @@ use crate::engine::{
     Caller, Engine, Fallocate, Fh, FsError, Ino, OpenFlags, RenameMode, SetAttr, WriteOptions, XattrSet,
 };
 use crate::storage::Seek;
-use convert::{TTL, file_attr, file_type, kernel_time, negative_attr, set_time};
+use convert::{TTL, attr_ttl, file_attr, file_type, kernel_time, negative_attr, set_time};
 use counters::{Op, Requests};
 use creds::RequestCreds;
 use deferred::{Attempt, Deferred, Outcome};
@@ -245,7 +245,7 @@ impl FuseFs {
 
     fn reply_entry(reply: ReplyEntry, op: &str, r: Result<crate::engine::Attr, FsError>) {
         match r {
-            Ok(a) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&a), GENERATION),
+            Ok(a) => reply.entry_with_ttls(attr_ttl(&a), &TTL, &file_attr(&a), GENERATION),
             Err(e) => fail!(reply, op, e),
         }
     }
@@ -426,7 +426,7 @@ impl Filesystem for FuseFs {
                 return fail!(reply, "lookup", e);
             }
             match self.engine.lookup(ino(parent), bytes(name)) {
-                Ok(a) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&a), GENERATION),
+                Ok(a) => reply.entry_with_ttls(attr_ttl(&a), &TTL, &file_attr(&a), GENERATION),
                 // A negative entry: the kernel caches the miss.
                 Err(FsError::NotFound) => reply.entry_with_ttls(&TTL, &TTL, &negative_attr(), GENERATION),
                 Err(e) => fail!(reply, "lookup", e),
@@ -442,7 +442,7 @@ impl Filesystem for FuseFs {
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.count(Op::Getattr, 0);
         self.run("getattr", || match self.engine.getattr(ino(i)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(attr_ttl(&a), &file_attr(&a)),
             Err(e) => fail!(reply, "getattr", e),
         });
     }
@@ -495,7 +495,7 @@ impl Filesystem for FuseFs {
                 &set,
                 move |e, set| e.setattr(i, set, &who),
                 move |r| match r {
-                    Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                    Ok(a) => reply.attr(attr_ttl(&a), &file_attr(&a)),
                     Err(e) => fail!(reply, "setattr", e),
                 },
             );
@@ -778,7 +778,9 @@ impl Filesystem for FuseFs {
             let r = self.engine.readdirplus(ino(i), offset, |d, attr| {
                 let name = OsStr::from_bytes(d.name);
                 match attr {
-                    Some(a) => reply.add(INodeNo(d.ino.0), d.cookie, name, &TTL, &file_attr(a), GENERATION),
+                    // One lifetime for the entry and its attributes here: a
+                    // subdirectory's entry is looked up again after a second.
+                    Some(a) => reply.add(INodeNo(d.ino.0), d.cookie, name, attr_ttl(a), &file_attr(a), GENERATION),
                     // `.` and `..`: the kernel ignores their attributes.
                     None => {
                         let mut dot = negative_attr();
