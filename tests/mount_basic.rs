@@ -318,6 +318,11 @@ fn bad_invocations_fail_with_one_clear_line() {
         let err = error_of(&args);
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+    // A bad value is the same mistake as a flag or as an -o option: the
+    // same status, mount(8)'s "incorrect invocation".
+    for args in [&[mnt, "--size", "12Q"][..], &[mnt, "-o", "size=12Q"], &[mnt, "--frobnicate"]] {
+        assert_eq!(Command::new(BIN).args(args).output().unwrap().status.code(), Some(1), "{args:?}");
+    }
     // Too few descriptors for the worker threads: refused before mounting
     // (the command used to succeed, then the daemon ended).
     let out = Command::new("sh")

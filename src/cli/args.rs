@@ -29,6 +29,24 @@ pub struct Cli {
     pub mount: MountArgs,
 }
 
+/// The command line as clap should read it. `mount.fuse3` runs us as
+/// `scratchfs SOURCE MOUNTPOINT -o OPTIONS`, where SOURCE is whatever the
+/// fstab line says; a source spelt like a subcommand (`stats`, `help`)
+/// would run that subcommand instead of mounting. In exactly that shape it
+/// is a mount: the options go first and `--` makes the source a plain
+/// argument. Anything else is left as it is.
+pub fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let subcommand = |a: &std::ffi::OsString| a == "stats" || a == "help";
+    if args.len() == 5 && subcommand(&args[1]) && args[3] == "-o" {
+        let opts = args.split_off(3);
+        let paths = args.split_off(1);
+        args.extend(opts);
+        args.push("--".into());
+        args.extend(paths);
+    }
+    args
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show a mounted scratchfs's quota, nodes, storage shapes, promotions and refusals.
@@ -438,6 +456,30 @@ impl MountArgs {
 
 #[cfg(test)]
 mod tests {
+    fn parse(args: &[&str]) -> Cli {
+        let argv = helper_argv(args.iter().map(std::ffi::OsString::from).collect());
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn a_source_spelt_like_a_subcommand_still_mounts_from_fstab() {
+        for name in ["stats", "help"] {
+            let cli = parse(&["scratchfs", name, "/mnt/x", "-o", "rw,size=1G"]);
+            assert!(cli.command.is_none(), "{name}: mounted, not a subcommand");
+            let s = cli.mount.settings().unwrap();
+            assert_eq!((s.source.as_deref(), s.mountpoint.as_path()), (Some(name), std::path::Path::new("/mnt/x")));
+            assert_eq!(s.size, Some(SizeSpec::Bytes(1 << 30)));
+        }
+        // The subcommand itself is untouched.
+        let cli = parse(&["scratchfs", "stats", "/mnt/x"]);
+        assert!(matches!(cli.command, Some(Command::Stats(_))));
+        let cli = parse(&["scratchfs", "stats", "--json", "/mnt/x"]);
+        assert!(matches!(cli.command, Some(Command::Stats(ref a)) if a.json));
+        // And so is any other source.
+        let s = parse(&["scratchfs", "tmp", "/mnt/x", "-o", "rw"]).mount.settings().unwrap();
+        assert_eq!(s.source.as_deref(), Some("tmp"));
+    }
+
     use super::*;
 
     fn settings(args: &[&str]) -> Result<Settings, String> {

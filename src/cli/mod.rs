@@ -20,12 +20,14 @@ use args::{Cli, Command};
 pub fn main() -> ExitCode {
     let inherited = daemon::open_descriptors();
     alloc::configure();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(args::helper_argv(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
+            // Status 1, as for a bad `-o` option: mount(8)'s "incorrect
+            // invocation" (its 2 means a system error).
             eprintln!("scratchfs: {} (see scratchfs --help)", one_line(&e.to_string()));
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     log::init();
