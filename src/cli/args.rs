@@ -456,6 +456,7 @@ impl MountArgs {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     fn parse(args: &[&str]) -> Cli {
         let argv = helper_argv(args.iter().map(std::ffi::OsString::from).collect());
         Cli::try_parse_from(argv).unwrap()
@@ -479,8 +480,6 @@ mod tests {
         let s = parse(&["scratchfs", "tmp", "/mnt/x", "-o", "rw"]).mount.settings().unwrap();
         assert_eq!(s.source.as_deref(), Some("tmp"));
     }
-
-    use super::*;
 
     fn settings(args: &[&str]) -> Result<Settings, String> {
         let cli =
