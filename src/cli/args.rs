@@ -457,6 +457,7 @@ impl MountArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     fn parse(args: &[&str]) -> Cli {
         let argv = helper_argv(args.iter().map(std::ffi::OsString::from).collect());
         Cli::try_parse_from(argv).unwrap()
