@@ -261,27 +261,24 @@ impl Engine {
             };
             match self.make_node(parent, name, new, caller) {
                 Ok(node) => break node,
-                Err(FsError::Exists) if !flags.exclusive => {
-                    let node = match self.resolve(parent, name) {
-                        Ok(node) => node,
-                        Err(FsError::NotFound) if attempts < CREATE_ATTEMPTS => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if node.is_dir() {
-                        return Err(FsError::IsDir);
-                    }
-                    let st = node.state.read();
-                    if st.freed {
-                        if attempts < CREATE_ATTEMPTS {
-                            continue;
+                Err(FsError::Exists) if !flags.exclusive => match self.resolve(parent, name) {
+                    Ok(node) if node.is_dir() => return Err(FsError::IsDir),
+                    Ok(node) => {
+                        let st = node.state.read();
+                        if !st.freed {
+                            node.lookups.fetch_add(1, Ordering::AcqRel);
+                            drop(st);
+                            break node;
                         }
-                        return Err(FsError::NotFound);
                     }
-                    node.lookups.fetch_add(1, Ordering::AcqRel);
-                    drop(st);
-                    break node;
-                }
+                    Err(FsError::NotFound) => {}
+                    Err(e) => return Err(e),
+                },
                 Err(e) => return Err(e),
+            }
+            // The name went away between the two steps.
+            if attempts == CREATE_ATTEMPTS {
+                return Err(FsError::NotFound);
             }
         };
         let fh = match self.open_node(&node, flags, caller) {

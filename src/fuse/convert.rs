@@ -18,10 +18,11 @@ pub(crate) const TTL: Duration = Duration::from_secs(3600);
 /// but an answer to a GETATTR read before that change and applied after
 /// the mark (the caller was slow to run) re-validates the old link count
 /// and times. Measured: about 1 in 5,000–7,000 changes with `stat` calls
-/// racing them, with two workers or one; an invalidation notice sent
-/// before answering the change, which makes the kernel refuse older
-/// answers for a file's mtime after `msync`, measured no better here. So a directory's attributes are trusted for a second,
-/// which bounds how long a stale answer can last.
+/// racing them, with two workers or one. An invalidation notice sent
+/// before answering the change (which makes the kernel refuse older
+/// answers for a file's mtime after `msync`) measured no better here, so
+/// a directory's attributes are trusted for a second instead, which bounds
+/// how long a stale answer can last.
 pub(crate) const DIR_ATTR_TTL: Duration = Duration::from_secs(1);
 
 /// The attribute lifetime for `a`: [`DIR_ATTR_TTL`] for directories, else
