@@ -32,7 +32,16 @@
 //!   our own work, not contention. Nor is time the host steals from a
 //!   vCPU: the worker's clock stands still then, but it does not wait on
 //!   a run queue;
-//! - with one CPU it is never enabled (the daemon decides).
+//! - with one CPU it is never enabled (the daemon decides);
+//! - nor does it start while the machine has more runnable tasks than CPUs
+//!   (`/proc/loadavg`, read at most every [`CROWDED_RECHECK`]). The idle
+//!   class does not keep the poller off the CPUs then: it is idle only
+//!   among the daemon's own threads, and where the scheduler groups tasks
+//!   (an autogroup per session, or a cgroup) the daemon's group competes
+//!   with the callers' group at full weight. Measured with two CPU-bound
+//!   loops on 2 CPUs: 283 bursts, 902 ms of polling in a 2 s run, the
+//!   contention test above fired twice, and the round trips slowed down
+//!   (docs/performance.md, "When every CPU is busy").
 //!
 //! Polling removes the wakeup of the worker, not the wakeup of the caller:
 //! a caller that waits for its answer leaves its CPU idle, an idle vCPU
@@ -92,6 +101,8 @@ pub const LINGER: Duration = Duration::from_millis(50);
 /// Requests per [`LINGER`] that keep the latency request (200 a second):
 /// a trickle (a log line now and then) lets it go.
 pub const LINGER_MIN: u64 = 10;
+/// While the machine is crowded, polling is not tried again for this long.
+pub const CROWDED_RECHECK: Duration = Duration::from_millis(20);
 /// The kernel's CPU latency QoS device: each open descriptor is one request.
 const CPU_LATENCY_DEVICE: &str = "/dev/cpu_dma_latency";
 /// What a request asks for while polling: wake in 0 µs (idle CPUs poll).
@@ -128,6 +139,8 @@ struct Shared {
     linger: Linger,
     /// Our CPU latency request, when the device could be opened.
     latency: Option<File>,
+    /// Whether the machine has more runnable tasks than CPUs right now.
+    crowded: fn() -> bool,
 }
 
 /// How long the latency request outlives a burst: while at least `min`
@@ -164,10 +177,16 @@ impl BusyPoll {
     /// requests come back to back. `cpu_latency`: keep idle CPUs polling
     /// with a latency request where permitted (else the keeper does).
     pub fn start(fd: BorrowedFd<'_>, poller: &str, cpu_latency: bool) -> io::Result<BusyPoll> {
-        BusyPoll::start_with(fd, poller, cpu_latency, Linger { window: LINGER, min: LINGER_MIN })
+        BusyPoll::start_with(fd, poller, cpu_latency, Linger { window: LINGER, min: LINGER_MIN }, crowded)
     }
 
-    fn start_with(fd: BorrowedFd<'_>, poller: &str, cpu_latency: bool, linger: Linger) -> io::Result<BusyPoll> {
+    fn start_with(
+        fd: BorrowedFd<'_>,
+        poller: &str,
+        cpu_latency: bool,
+        linger: Linger,
+        crowded: fn() -> bool,
+    ) -> io::Result<BusyPoll> {
         let latency = if cpu_latency { open_latency_request() } else { None };
         let shared = Arc::new(Shared {
             fd: fd.try_clone_to_owned()?,
@@ -184,6 +203,7 @@ impl BusyPoll {
             poller: poller.to_owned(),
             linger,
             latency,
+            crowded,
         });
         let s = shared.clone();
         let governor = std::thread::Builder::new().name("busy-poll".into()).spawn(move || s.govern())?;
@@ -221,6 +241,10 @@ impl BusyPoll {
             && now.saturating_sub(prev) <= START_GAP.as_nanos() as u64
             && now >= s.resume_ns.load(Ordering::Relaxed)
         {
+            if (s.crowded)() {
+                s.resume_ns.store(now.saturating_add(CROWDED_RECHECK.as_nanos() as u64), Ordering::Relaxed);
+                return;
+            }
             s.begin();
             for t in [&self.governor, &self.keeper].into_iter().flatten() {
                 t.thread().unpark();
@@ -229,7 +253,6 @@ impl BusyPoll {
     }
 
     /// Whether a worker is polling right now.
-    #[cfg(test)]
     pub fn polling(&self) -> bool {
         self.shared.polling.load(Ordering::Relaxed)
     }
@@ -525,6 +548,20 @@ fn open_latency_request() -> Option<File> {
     }
 }
 
+/// Whether more tasks are runnable than there are CPUs to run them
+/// (the fourth field of `/proc/loadavg`, "runnable/total", counts the
+/// caller, a worker here, among the runnable).
+fn crowded() -> bool {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| runnable(&l)).is_some_and(|r| r > cpus)
+}
+
+/// The runnable count in a `/proc/loadavg` line.
+fn runnable(loadavg: &str) -> Option<usize> {
+    loadavg.split_ascii_whitespace().nth(3)?.split('/').next()?.parse().ok()
+}
+
 /// Whether backing off starts again from [`BACKOFF_MIN`]: no contention
 /// yet, or none for [`BACKOFF_MAX`] (the time since the last is given).
 fn contention_forgotten(since_last: Option<Duration>) -> bool {
@@ -563,6 +600,20 @@ fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Starts polling as `BusyPoll::start` does, on a machine never judged
+    /// crowded (tests run beside other tests).
+    fn start_uncrowded(fd: BorrowedFd<'_>) -> io::Result<BusyPoll> {
+        BusyPoll::start_with(fd, "no such thread", false, Linger { window: LINGER, min: LINGER_MIN }, || false)
+    }
+
+    #[test]
+    fn runnable_count_from_loadavg() {
+        assert_eq!(runnable("0.52 0.58 0.59 3/412 12345\n"), Some(3));
+        assert_eq!(runnable("0.00 0.01 0.05 1/80 7"), Some(1));
+        assert_eq!(runnable("garbage"), None);
+        assert_eq!(runnable(""), None);
+    }
+
     fn nonblocking(fd: BorrowedFd<'_>) -> bool {
         // SAFETY: F_GETFL on an open descriptor.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) & libc::O_NONBLOCK != 0 }
@@ -599,7 +650,7 @@ mod tests {
     #[test]
     fn back_to_back_requests_poll_and_a_quiet_tick_ends_it() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
+        let poll = start_uncrowded(r.as_fd()).unwrap();
         assert!(!nonblocking(r.as_fd()));
         // One request alone does not start polling.
         poll.on_request();
@@ -720,7 +771,7 @@ mod tests {
     #[test]
     fn sparse_requests_never_poll() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
+        let poll = start_uncrowded(r.as_fd()).unwrap();
         for _ in 0..3 {
             poll.on_request();
             std::thread::sleep(START_GAP * 4);
@@ -735,7 +786,7 @@ mod tests {
         // A long window with a low bar, so that a preempted test thread
         // still sends enough requests per window.
         let linger = Linger { window: Duration::from_millis(200), min: 2 };
-        let poll = BusyPoll::start_with(r.as_fd(), "no such thread", true, linger).unwrap();
+        let poll = BusyPoll::start_with(r.as_fd(), "no such thread", true, linger, || false).unwrap();
         // The device reads back the machine's current limit, in µs.
         let Ok(device) = File::open(CPU_LATENCY_DEVICE) else {
             // Not ours to open (not root, or no such device): the keeper
@@ -786,7 +837,7 @@ mod tests {
     fn the_keeper_spins_only_while_polling() {
         let (r, _w) = pipe();
         // Without a latency request (as where the device is not ours).
-        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
+        let poll = start_uncrowded(r.as_fd()).unwrap();
         assert!(wait_for(|| poll.shared.keeper_tid.load(Ordering::Relaxed) != 0));
         let tid = poll.shared.keeper_tid.load(Ordering::Relaxed);
         let keeper_cpu = || thread_cpu_time(tid).expect("the keeper is alive");
@@ -820,7 +871,7 @@ mod tests {
     #[test]
     fn a_steady_stream_keeps_polling_and_drop_restores_blocking_reads() {
         let (r, _w) = pipe();
-        let poll = BusyPoll::start(r.as_fd(), "no such thread", false).unwrap();
+        let poll = start_uncrowded(r.as_fd()).unwrap();
         let until = Instant::now() + TICK * 50;
         while Instant::now() < until {
             poll.on_request();

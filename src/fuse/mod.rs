@@ -15,6 +15,7 @@
 //! that request with EIO and the filesystem keeps serving.
 
 mod busy_poll;
+mod colocate;
 mod convert;
 mod counters;
 mod creds;
@@ -84,6 +85,8 @@ pub struct FuseFs {
     /// Requests being handled right now, across all worker threads.
     in_flight: AtomicUsize,
     busy_poll: Option<busy_poll::BusyPoll>,
+    /// Keeps a worker that sleeps between requests on its caller's CPU.
+    colocate: Option<colocate::Colocator>,
     /// The kernel opens directories without OPENDIR once told ENOSYS
     /// (`FUSE_NO_OPENDIR_SUPPORT`, offered in INIT since Linux 5.1).
     no_opendir: bool,
@@ -213,6 +216,10 @@ impl FuseFs {
             requests: Requests::default(),
             in_flight: AtomicUsize::new(0),
             busy_poll: None,
+            colocate: colocate::Colocator::start()
+                .inspect_err(|e| log::warn!("no thread to keep workers near their callers: {e}"))
+                .ok()
+                .flatten(),
             no_opendir: false,
             notifier: Arc::default(),
             deferred,
@@ -274,11 +281,19 @@ impl FuseFs {
         report.to_json().into_bytes()
     }
 
-    /// Counts a request of kind `op` (and `bytes` of payload).
-    fn count(&self, op: Op, bytes: usize) {
+    /// Counts a request of kind `op` (and `bytes` of payload) from `req`'s
+    /// caller, and keeps a worker that sleeps between requests near its
+    /// callers (`colocate.rs`; not while one polls: this may be the poller).
+    fn count(&self, req: &Request, op: Op, bytes: usize) {
         self.requests.count(op, bytes);
         if let Some(p) = &self.busy_poll {
             p.on_request();
+            if p.polling() {
+                return;
+            }
+        }
+        if let Some(c) = &self.colocate {
+            c.on_request(req.pid());
         }
     }
 
@@ -419,7 +434,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.count(Op::Lookup, 0);
+        self.count(req, Op::Lookup, 0);
         self.run("lookup", || {
             self.maybe_panic(bytes(name));
             if let Err(e) = self.permit_req(req, ino(parent), EXEC) {
@@ -434,13 +449,13 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
-        self.count(Op::Forget, 0);
+    fn forget(&self, req: &Request, i: INodeNo, nlookup: u64) {
+        self.count(req, Op::Forget, 0);
         self.run("forget", || self.engine.forget(ino(i), nlookup));
     }
 
-    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.count(Op::Getattr, 0);
+    fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(req, Op::Getattr, 0);
         self.run("getattr", || match self.engine.getattr(ino(i)) {
             Ok(a) => reply.attr(attr_ttl(&a), &file_attr(&a)),
             Err(e) => fail!(reply, "getattr", e),
@@ -465,7 +480,7 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.count(Op::Setattr, 0);
+        self.count(req, Op::Setattr, 0);
         self.run("setattr", || {
             let mut set = SetAttr {
                 mode,
@@ -502,8 +517,8 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        self.count(Op::Readlink, 0);
+    fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
+        self.count(req, Op::Readlink, 0);
         self.run("readlink", || match self.engine.readlink(ino(i)) {
             Ok(t) => reply.data(&t),
             Err(e) => fail!(reply, "readlink", e),
@@ -520,7 +535,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.count(Op::Mknod, 0);
+        self.count(req, Op::Mknod, 0);
         self.run("mknod", || {
             self.maybe_panic(bytes(name));
             let who = caller(req);
@@ -531,7 +546,7 @@ impl Filesystem for FuseFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        self.count(Op::Mkdir, 0);
+        self.count(req, Op::Mkdir, 0);
         self.run("mkdir", || {
             self.maybe_panic(bytes(name));
             let who = caller(req);
@@ -542,7 +557,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Unlink, 0);
+        self.count(req, Op::Unlink, 0);
         self.run("unlink", || {
             let r = self
                 .permit_delete(req, ino(parent), bytes(name))
@@ -552,7 +567,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Rmdir, 0);
+        self.count(req, Op::Rmdir, 0);
         self.run("rmdir", || {
             let r = self
                 .permit_delete(req, ino(parent), bytes(name))
@@ -562,7 +577,7 @@ impl Filesystem for FuseFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        self.count(Op::Symlink, 0);
+        self.count(req, Op::Symlink, 0);
         self.run("symlink", || {
             let (target, who) = (target.as_os_str().as_bytes().to_vec(), caller(req));
             self.new_entry(req, "symlink", ino(parent), bytes(link_name), reply, move |e, parent, name| {
@@ -581,7 +596,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Rename, 0);
+        self.count(req, Op::Rename, 0);
         self.run("rename", || {
             let mode = if flags.is_empty() {
                 RenameMode::Replace
@@ -608,7 +623,7 @@ impl Filesystem for FuseFs {
     }
 
     fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        self.count(Op::Link, 0);
+        self.count(req, Op::Link, 0);
         self.run("link", || {
             let (i, newparent) = (ino(i), ino(newparent));
             if let Err(e) = self.permit_link(req, i, newparent) {
@@ -624,7 +639,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        self.count(Op::Open, 0);
+        self.count(req, Op::Open, 0);
         self.run("open", || {
             let r = self
                 .permit(self.creds(req).as_ref(), ino(i), access::open_mask(flags.0))
@@ -639,7 +654,7 @@ impl Filesystem for FuseFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -648,7 +663,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.count(Op::Read, size as usize);
+        self.count(req, Op::Read, size as usize);
         self.run("read", || match self.engine.read(Fh(fh.0), offset, size) {
             // Served straight from the stored extent when possible; no lock is held here.
             Ok(data) => reply.data(&data),
@@ -668,7 +683,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.count(Op::Write, data.len());
+        self.count(req, Op::Write, data.len());
         self.run("write", || {
             let opts = WriteOptions {
                 kill_suidgid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
@@ -711,15 +726,15 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn flush(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         // Nothing to flush; ENOSYS makes the kernel skip FLUSH from now on.
-        self.count(Op::Flush, 0);
+        self.count(req, Op::Flush, 0);
         reply.error(Errno::ENOSYS);
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         fh: FileHandle,
         _flags: FuseOpenFlags,
@@ -727,17 +742,17 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Release, 0);
+        self.count(req, Op::Release, 0);
         self.run("release", || Self::reply_empty(reply, "release", self.engine.release(Fh(fh.0))));
     }
 
-    fn fsync(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         // Memory is as durable as it gets; ENOSYS makes fsync succeed in the kernel.
-        self.count(Op::Fsync, 0);
+        self.count(req, Op::Fsync, 0);
         reply.error(Errno::ENOSYS);
     }
 
-    fn opendir(&self, _req: &Request, _i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, _i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
         // A directory handle would hold nothing: READDIR works from the
         // inode and a cookie that survives any change to the directory.
         // Where the kernel supports it, ENOSYS tells it so, once: from then
@@ -745,7 +760,7 @@ impl Filesystem for FuseFs {
         // two round trips fewer for every directory opened (`find`,
         // `rm -rf`, sqlite's directory fsync). An older kernel would fail
         // the open instead; it gets an empty handle.
-        self.count(Op::Opendir, 0);
+        self.count(req, Op::Opendir, 0);
         if self.no_opendir {
             reply.error(Errno::ENOSYS);
         } else {
@@ -754,7 +769,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readdir(&self, req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.count(Op::Readdir, 0);
+        self.count(req, Op::Readdir, 0);
         self.run("readdir", || {
             if let Err(e) = self.permit_req(req, ino(i), READ) {
                 return fail!(reply, "readdir", e);
@@ -770,7 +785,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readdirplus(&self, req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        self.count(Op::Readdirplus, 0);
+        self.count(req, Op::Readdirplus, 0);
         self.run("readdirplus", || {
             if let Err(e) = self.permit_req(req, ino(i), READ) {
                 return fail!(reply, "readdirplus", e);
@@ -797,20 +812,20 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn releasedir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
+    fn releasedir(&self, req: &Request, _i: INodeNo, _fh: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
         // Never sent once OPENDIR has answered ENOSYS; an empty handle
         // (older kernels) has nothing to close.
-        self.count(Op::Releasedir, 0);
+        self.count(req, Op::Releasedir, 0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.count(Op::Fsyncdir, 0);
+    fn fsyncdir(&self, req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.count(req, Op::Fsyncdir, 0);
         reply.error(Errno::ENOSYS);
     }
 
-    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        self.count(Op::Statfs, 0);
+    fn statfs(&self, req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+        self.count(req, Op::Statfs, 0);
         self.run("statfs", || {
             self.settle_in_flight();
             let answer = move |e: &Engine| {
@@ -850,7 +865,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Setxattr, 0);
+        self.count(req, Op::Setxattr, 0);
         self.run("setxattr", || {
             if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 return reply.error(Errno::EPERM);
@@ -876,7 +891,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.count(Op::Getxattr, 0);
+        self.count(req, Op::Getxattr, 0);
         self.run("getxattr", || {
             let r = if let Err(e) = self.permit_xattr(req, ino(i), bytes(name), READ) {
                 Err(e)
@@ -890,13 +905,13 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        self.count(Op::Listxattr, 0);
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count(req, Op::Listxattr, 0);
         self.run("listxattr", || Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i))));
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Removexattr, 0);
+        self.count(req, Op::Removexattr, 0);
         self.run("removexattr", || {
             if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 return reply.error(Errno::EPERM);
@@ -910,7 +925,7 @@ impl Filesystem for FuseFs {
 
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
@@ -923,13 +938,13 @@ impl Filesystem for FuseFs {
         // every ioctl (the kernel does not remember the answer), and common
         // ones are frequent: Python's open() asks isatty (TCGETS) on each
         // file. fuser's default would log a warning for each.
-        self.count(Op::Ioctl, 0);
+        self.count(req, Op::Ioctl, 0);
         reply.error(Errno::ENOTTY);
     }
 
     fn poll(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         _fh: FileHandle,
         _ph: PollNotifier,
@@ -939,14 +954,14 @@ impl Filesystem for FuseFs {
     ) {
         // Regular files are always ready; ENOSYS makes the kernel say so
         // itself from now on (without fuser's warning).
-        self.count(Op::Poll, 0);
+        self.count(req, Op::Poll, 0);
         reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         // Mounted with default_permissions, the kernel checks access itself
         // and never asks.
-        self.count(Op::Access, 0);
+        self.count(req, Op::Access, 0);
         self.run("access", || {
             let mask = u32::try_from(mask.bits()).unwrap_or(0);
             Self::reply_empty(reply, "access", self.permit_req(req, ino(i), mask))
@@ -963,7 +978,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.count(Op::Create, 0);
+        self.count(req, Op::Create, 0);
         self.run("create", || {
             self.maybe_panic(bytes(name));
             let raw_flags = flags;
@@ -988,7 +1003,7 @@ impl Filesystem for FuseFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -996,7 +1011,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Fallocate, 0);
+        self.count(req, Op::Fallocate, 0);
         self.run("fallocate", || {
             let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
             let how = match mode & !libc::FALLOC_FL_KEEP_SIZE {
@@ -1014,8 +1029,8 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn lseek(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        self.count(Op::Lseek, 0);
+    fn lseek(&self, req: &Request, _i: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        self.count(req, Op::Lseek, 0);
         self.run("lseek", || {
             let how = match whence {
                 libc::SEEK_DATA => Seek::Data,
@@ -1032,7 +1047,7 @@ impl Filesystem for FuseFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -1043,7 +1058,7 @@ impl Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        self.count(Op::CopyFileRange, 0);
+        self.count(req, Op::CopyFileRange, 0);
         self.run("copy_file_range", || {
             let len = len.min(u64::from(u32::MAX));
             self.allocating(
