@@ -1,5 +1,7 @@
 //! Real tools on a real mount: `cp -a` and `tar` of real trees compared
-//! byte for byte with their source, git, sqlite3 (rollback journal and WAL),
+//! byte for byte with their source, git, compilers and linkers (their
+//! output compared with the same build elsewhere), sqlite3 (rollback
+//! journal and WAL),
 //! the quota and node limit as programs see them, and stats.
 
 mod common;
@@ -124,6 +126,85 @@ fn git_works_inside_the_mount() {
     assert_eq!(status, "", "clean work tree");
     let show = m.sh_ok("cd repo && git show HEAD~1:size_4096 | tail -c 7");
     assert_eq!(show, "change\n");
+    m.unmount();
+}
+
+/// A C program of three files with a Makefile, a static library (`ar`
+/// rewrites its archive in place) and a Rust program.
+const BUILD_SCRIPT: &str = r#"set -e
+mkdir -p proj && cd proj
+cat > util.h <<'C'
+int scale(int x);
+int offset(int x);
+C
+cat > scale.c <<'C'
+#include "util.h"
+int scale(int x) { return x * 3; }
+C
+cat > offset.c <<'C'
+#include "util.h"
+int offset(int x) { return x + 7; }
+C
+cat > main.c <<'C'
+#include <stdio.h>
+#include "util.h"
+int main(void) { long s = 0; for (int i = 0; i < 1000; i++) s += offset(scale(i)); printf("%ld\n", s); return 0; }
+C
+cat > Makefile <<'M'
+CFLAGS = -O2
+all: prog prog-gold
+libutil.a: scale.o offset.o
+	ar rcs $@ $^
+prog: main.o libutil.a
+	$(CC) -o $@ main.o -L. -lutil
+prog-gold: main.o libutil.a
+	$(CC) -fuse-ld=gold -o $@ main.o -L. -lutil
+M
+make -s
+# ar replaces a member of the existing archive in place.
+cp scale.o scale-copy.o && ar rs libutil.a scale-copy.o
+cat > hello.rs <<'R'
+fn main() {
+    let v: Vec<u64> = (1..=100).map(|x| x * x).collect();
+    println!("{}", v.iter().sum::<u64>());
+}
+R
+"$RUSTC" -O hello.rs -o hello
+"#;
+
+/// Compilers and linkers (GNU ld writes its output, gold maps it shared
+/// and writes through the mapping) produce on scratchfs exactly the bytes
+/// they produce elsewhere, and the programs run from the mount.
+#[test]
+fn programs_compile_link_and_run_inside_the_mount() {
+    let Some(m) = Mount::new(&["--size", "512M"]) else { return };
+    // rustc sits beside the cargo running the tests.
+    let rustc = std::env::var_os("CARGO")
+        .map(|c| Path::new(&c).with_file_name("rustc"))
+        .filter(|r| r.exists())
+        .unwrap_or_else(|| "rustc".into());
+    let reference = tempfile::tempdir().unwrap();
+    for dir in [reference.path(), m.path.as_path()] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(BUILD_SCRIPT)
+            .current_dir(dir)
+            .env("RUSTC", &rustc)
+            .output()
+            .unwrap();
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "build in {}: {log}", dir.display());
+    }
+    for f in ["scale.o", "offset.o", "main.o", "libutil.a", "prog", "prog-gold", "hello"] {
+        let (want, got) = (reference.path().join("proj").join(f), m.join("proj").join(f));
+        assert!(
+            std::fs::read(&want).unwrap() == std::fs::read(&got).unwrap(),
+            "{f} differs from the one built in {}",
+            want.display()
+        );
+    }
+    assert_eq!(m.sh_ok("proj/prog && proj/prog-gold && proj/hello"), "1505500\n1505500\n338350\n");
+    assert_eq!(m.sh_ok("ar t proj/libutil.a"), "scale.o\noffset.o\nscale-copy.o\n");
     m.unmount();
 }
 
