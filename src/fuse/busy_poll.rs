@@ -671,6 +671,30 @@ mod tests {
         assert_eq!(stats.bursts, 1);
     }
 
+    /// On a crowded machine back-to-back requests do not start polling,
+    /// and the question is asked at most once per [`CROWDED_RECHECK`].
+    #[test]
+    fn a_crowded_machine_never_starts_polling() {
+        static ASKED: AtomicU64 = AtomicU64::new(0);
+        let (r, _w) = pipe();
+        let linger = Linger { window: LINGER, min: LINGER_MIN };
+        let poll = BusyPoll::start_with(r.as_fd(), "no such thread", false, linger, || {
+            ASKED.fetch_add(1, Ordering::Relaxed);
+            true
+        })
+        .unwrap();
+        let start = Instant::now();
+        for _ in 0..1000 {
+            poll.on_request();
+        }
+        let elapsed = start.elapsed();
+        assert!(!poll.polling() && !nonblocking(r.as_fd()));
+        assert_eq!(poll.stats().bursts, 0);
+        let asked = ASKED.load(Ordering::Relaxed);
+        let most = 1 + elapsed.as_nanos() / CROWDED_RECHECK.as_nanos();
+        assert!(asked >= 1 && u128::from(asked) <= most, "asked {asked} times in {elapsed:?}");
+    }
+
     #[test]
     fn the_governor_keeps_polling_only_while_it_pays() {
         let tick = |requests, cpu_us: Option<u64>, waited_us: Option<u64>| Tick {
