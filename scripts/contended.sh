@@ -6,7 +6,9 @@
 #
 # Usage: scripts/contended.sh [RUNS] [FILES] [-- scratchfs options...]
 #        (as root, or a user with password-less sudo for the tmpfs mount)
-# Environment: SCRATCHFS_BIN (skip the build).
+# Environment: SCRATCHFS_BIN (skip the build); CONTENDED_TAR=FILE: instead
+# of the Python loop, `tar -x` FILE and then `rm -rf` the result, printing
+# seconds for each ("tar/rm"; FILES is then ignored).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -46,8 +48,24 @@ for i in range(n):
 print('%.1f' % ((time.perf_counter() - t) / n * 1e6))
 PY
 
+# measure DIR: the workload in DIR (new); prints its figure.
+measure() {
+  if [ -z "${CONTENDED_TAR:-}" ]; then
+    python3 "$work/loop.py" "$1" "$files"
+    return
+  fi
+  local t0 t1 t2
+  mkdir "$1"
+  t0=$(date +%s%N)
+  tar -xf "$CONTENDED_TAR" -C "$1"
+  t1=$(date +%s%N)
+  rm -rf "$1"
+  t2=$(date +%s%N)
+  awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "%.2f/%.2f", (b - a) / 1e9, (c - b) / 1e9 }'
+}
+
 # one FS [OPTIONS...]: starts the loops, mounts, runs, unmounts, stops the
-# loops; prints µs per file.
+# loops; prints its figure.
 one() {
   local i us
   trap stop_hogs EXIT # runs in a subshell: its loops end with it, also on failure
@@ -55,12 +73,12 @@ one() {
   sleep 0.3
   if [ "$1" = tmpfs ]; then
     as_root mount -t tmpfs -o size=1G,mode=1777 scratchfs-contended "$work/tmpfs"
-    us=$(python3 "$work/loop.py" "$work/tmpfs/x" "$files")
+    us=$(measure "$work/tmpfs/x")
     as_root umount "$work/tmpfs"
   else
     "$bin" --size 1G "$@" "$work/scratchfs"
     wait_mounted "$work/scratchfs"
-    us=$(python3 "$work/loop.py" "$work/scratchfs/x" "$files")
+    us=$(measure "$work/scratchfs/x")
     umount_fs "$work/scratchfs"
   fi
   stop_hogs
@@ -68,7 +86,12 @@ one() {
 }
 
 mkdir -p "$work/tmpfs" "$work/scratchfs"
-echo "contended: $runs runs of $files files beside $cpus CPU-bound loops; µs per file (scratchfs options: ${*:-none})"
+if [ -n "${CONTENDED_TAR:-}" ]; then
+  [ -r "$CONTENDED_TAR" ] || { echo "contended: cannot read CONTENDED_TAR=$CONTENDED_TAR" >&2; exit 2; }
+  echo "contended: $runs runs of tar -x $CONTENDED_TAR, then rm -rf, beside $cpus CPU-bound loops; seconds tar/rm (scratchfs options: ${*:-none})"
+else
+  echo "contended: $runs runs of $files files beside $cpus CPU-bound loops; µs per file (scratchfs options: ${*:-none})"
+fi
 t=(); s=()
 for ((r = 1; r <= runs; r++)); do
   t+=("$(one tmpfs)")
