@@ -63,6 +63,10 @@ pub struct BusyPolling {
     /// Bursts ended early because other work wanted the CPUs.
     #[serde(default)]
     pub yielded: u64,
+    /// Bursts not started because more tasks were runnable than there are
+    /// CPUs (counted at most once per recheck, 20 ms).
+    #[serde(default)]
+    pub withheld: u64,
     /// Time spent polling, in ms: about one CPU busy for that long.
     pub polling_ms: u64,
     /// Whether idle CPUs were kept polling through a CPU latency request

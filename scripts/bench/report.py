@@ -248,7 +248,9 @@ def text_table(R):
     b = busy_polling(R)
     if b:
         lines.append(f"scratchfs busy polling over the timed workloads: {b['bursts']:,} bursts, "
-                     f"{b.get('yielded', 0):,} yielded to other work, {b['polling_ms'] / 1000:.1f} s polling"
+                     f"{b.get('yielded', 0):,} yielded to other work, "
+                     f"{b.get('withheld', 0):,} withheld (more tasks runnable than CPUs), "
+                     f"{b['polling_ms'] / 1000:.1f} s polling"
                      + latency_text(b))
     qt = R.get("quiet_waits")
     if qt:

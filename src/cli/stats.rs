@@ -119,9 +119,11 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
     ));
     if let Some(p) = r.busy_poll {
         line(format!(
-            "  busy poll   {} bursts ({} yielded to other work), {:.1} s polling ({})",
+            "  busy poll   {} bursts ({} yielded to other work, {} withheld while more tasks were runnable than CPUs), \
+             {:.1} s polling ({})",
             p.bursts,
             p.yielded,
+            p.withheld,
             p.polling_ms as f64 / 1000.0,
             if p.cpu_latency {
                 format!(

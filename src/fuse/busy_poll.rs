@@ -243,6 +243,7 @@ impl BusyPoll {
         {
             if (s.crowded)() {
                 s.resume_ns.store(now.saturating_add(CROWDED_RECHECK.as_nanos() as u64), Ordering::Relaxed);
+                s.switch.lock().stats.withheld += 1;
                 return;
             }
             s.begin();
@@ -548,12 +549,14 @@ fn open_latency_request() -> Option<File> {
     }
 }
 
-/// Whether more tasks are runnable than there are CPUs to run them
-/// (the fourth field of `/proc/loadavg`, "runnable/total", counts the
-/// caller, a worker here, among the runnable).
+/// Whether more tasks are runnable than there are CPUs to run them (the
+/// fourth field of `/proc/loadavg`, "runnable/total", counts the caller, a
+/// worker here, among the runnable). Both counts are the machine's: the
+/// CPUs online, not the share a cgroup or an affinity mask leaves us, or a
+/// daemon confined to 2 CPUs of a large host would always see a crowd.
 fn crowded() -> bool {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let cpus = *CPUS.get_or_init(super::online_cpus);
     std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| runnable(&l)).is_some_and(|r| r > cpus)
 }
 
@@ -691,6 +694,7 @@ mod tests {
         assert!(!poll.polling() && !nonblocking(r.as_fd()));
         assert_eq!(poll.stats().bursts, 0);
         let asked = ASKED.load(Ordering::Relaxed);
+        assert_eq!(poll.stats().withheld, asked, "every crowded answer withheld a burst");
         let most = 1 + elapsed.as_nanos() / CROWDED_RECHECK.as_nanos();
         assert!(asked >= 1 && u128::from(asked) <= most, "asked {asked} times in {elapsed:?}");
     }

@@ -12,6 +12,16 @@
 //! groups; so is a task in another user namespace, whose capabilities hold
 //! there (anyone can `unshare -Ur`) and count on our inodes only for ids
 //! mapped into it, which is not checked here.
+//!
+//! These reads run on the worker answering the request, and a read of a
+//! task's procfs files can wait for that task's `execve(2)` to finish
+//! (kernels that guard them with `exec_update_lock`, held while `execve`
+//! closes the close-on-exec files). That is safe only because the one
+//! request a task can send from there is FLUSH, which checks no
+//! permissions. A request that both can come from inside `execve` and
+//! needs these credentials would deadlock its worker; see
+//! `colocate.rs`, which reads a caller's `stat` from a thread of its own
+//! for that reason.
 
 use std::cell::OnceCell;
 
