@@ -20,6 +20,21 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// Each thread of process `pid`: its name and scheduling policy.
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("daemon threads").flatten() {
+        let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() else { continue };
+        // SAFETY: sched_getscheduler takes a thread id; a gone thread fails.
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_owned();
+        if policy >= 0 {
+            out.push((name, policy));
+        }
+    }
+    out
+}
+
 fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
@@ -34,14 +49,20 @@ fn cpu_latency_limit() -> Option<i32> {
     Some(i32::from_ne_bytes(v))
 }
 
+/// The tests here run one at a time: the latency limit is the machine's,
+/// so another test's burst would show in this one's readings; and polling
+/// does not start while more tasks are runnable than CPUs, which two
+/// churning tests and their daemons would make on a 2-CPU machine.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Polls with `extra` options while files churn, then checks the idle
 /// daemon burns no CPU and holds no CPU latency request; returns the stats
 /// (`None` where FUSE is missing outside CI, as `Mount::new`).
 fn churn_then_idle(extra: &[&str]) -> Option<BusyPolling> {
-    // One at a time: the latency limit is the machine's, so another test's
-    // burst would show in this one's readings.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = one_at_a_time();
     let before = cpu_latency_limit();
     let mut args = vec!["--size", "64M", "--busy-poll", "on"];
     args.extend_from_slice(extra);
@@ -59,6 +80,15 @@ fn churn_then_idle(extra: &[&str]) -> Option<BusyPolling> {
     assert!(used * 4 < 2 * ticks_per_second(), "idle daemon used {used} ticks of CPU in 2 s: still polling?");
     // And the machine's idle CPUs are left to halt again.
     assert_eq!(cpu_latency_limit(), before, "an idle daemon still holds a CPU latency request");
+    // Between bursts no thread that serves requests (nor one they started)
+    // is left in the idle class, where CPU-bound programs sharing the
+    // daemon's cgroup or session would starve it; only the parked keeper.
+    let idle: Vec<String> = thread_policies(m.pid())
+        .into_iter()
+        .filter(|(name, policy)| policy & !libc::SCHED_RESET_ON_FORK == libc::SCHED_IDLE && name != "keep-awake")
+        .map(|(name, _)| name)
+        .collect();
+    assert!(idle.is_empty(), "threads left in the idle class after polling: {idle:?}");
     let later = m.stats().busy_poll.expect("busy polling is on");
     // Reading the stats is itself a request or two, not a burst.
     assert!(later.bursts <= polled.bursts + 1, "{polled:?} then {later:?}");
@@ -106,6 +136,7 @@ fn without_a_latency_request_the_keeper_stands_in_and_stops_too() {
 
 #[test]
 fn off_means_never() {
+    let _serial = one_at_a_time();
     let Some(m) = Mount::new(&["--size", "64M", "--busy-poll", "off"]) else { return };
     metadata_churn(&m, 500);
     assert_eq!(m.stats().busy_poll, None);

@@ -20,8 +20,15 @@
 //! - a governor thread ends it at the first [`TICK`] that saw fewer than
 //!   [`MIN_PER_TICK`] requests (an idle filesystem never polls, and its
 //!   governor sleeps);
-//! - the polling worker runs in the idle scheduling class, so it only ever
-//!   spins on a CPU nothing else wants; when the daemon's workers together
+//! - the polling worker runs in the idle scheduling class while it polls
+//!   (and only then: between bursts it handles requests at normal
+//!   priority, or a daemon sharing its cgroup or session with CPU-bound
+//!   programs would serve every request from the idle class, measured at
+//!   5.5–6.4 s for a 50 MiB write beside two CPU-bound loops against
+//!   0.06–0.09 s), so it only ever spins on a CPU nothing else wants.
+//!   Leaving the idle class takes privilege (root, `CAP_SYS_NICE` or an
+//!   `RLIMIT_NICE` of 20); a daemon without it polls at normal priority,
+//!   and the two checks below keep it off busy CPUs. When the daemon's workers together
 //!   got less than half a CPU in a tick and spent more than half of it
 //!   waiting on a run queue, the programs using the filesystem want the
 //!   CPUs themselves (a parallel build, say), and polling backs off
@@ -122,8 +129,13 @@ struct Shared {
     last_ns: AtomicU64,
     /// No polling before this time, ns since `epoch` (backing off).
     resume_ns: AtomicU64,
-    /// Whether the polling worker has been seen (and put in the idle class).
+    /// Whether the polling worker has been seen.
     poller_seen: AtomicBool,
+    /// Its kernel thread id, once seen (0 before).
+    poller_tid: AtomicI32,
+    /// Whether it polls in the idle class: only where it can leave the class
+    /// again after a burst ([`can_leave_idle`]).
+    idle_while_polling: bool,
     /// Kernel thread ids of the workers that have handled a request, and
     /// of the keeper.
     workers: Mutex<Vec<i32>>,
@@ -195,6 +207,8 @@ impl BusyPoll {
             last_ns: AtomicU64::new(u64::MAX),
             resume_ns: AtomicU64::new(0),
             poller_seen: AtomicBool::new(false),
+            poller_tid: AtomicI32::new(0),
+            idle_while_polling: can_leave_idle(),
             workers: Mutex::new(Vec::new()),
             keeper_tid: AtomicI32::new(0),
             polling: AtomicBool::new(false),
@@ -226,9 +240,10 @@ impl BusyPoll {
         if !SETTLED.get() {
             SETTLED.set(true);
             // SAFETY: gettid has no preconditions.
-            s.workers.lock().push(unsafe { libc::gettid() });
+            let tid = unsafe { libc::gettid() };
+            s.workers.lock().push(tid);
             if std::thread::current().name() == Some(s.poller.as_str()) {
-                yield_to_everyone();
+                s.poller_tid.store(tid, Ordering::Relaxed);
                 s.poller_seen.store(true, Ordering::Relaxed);
             }
         }
@@ -301,6 +316,7 @@ impl Shared {
         }
         sw.since = Some(Instant::now());
         sw.stats.bursts += 1;
+        self.poller_idle(true);
         self.polling.store(true, Ordering::Relaxed);
         if self.latency.is_some() && sw.latency_since.is_none() {
             sw.latency_since = Some(Instant::now());
@@ -322,6 +338,7 @@ impl Shared {
             sw.stats.polling_ms += since.elapsed().as_millis() as u64;
         }
         sw.stats.yielded += u64::from(yielded);
+        self.poller_idle(false);
         self.polling.store(false, Ordering::Relaxed);
         // The latency request stays: the governor lets it go (`linger`).
         // The next request starts a new measurement of the gap.
@@ -436,9 +453,30 @@ impl Shared {
         }
     }
 
+    /// Puts the polling worker in the idle class, or takes it out, where
+    /// it polls in the idle class.
+    fn poller_idle(&self, idle: bool) {
+        let tid = self.poller_tid.load(Ordering::Relaxed);
+        if !self.idle_while_polling || tid == 0 {
+            return;
+        }
+        if let Err(e) = set_idle(tid, idle) {
+            // Gone (the session ended mid-burst) is no news.
+            let gone = e.raw_os_error() == Some(libc::ESRCH);
+            let level = if idle || gone { log::Level::Debug } else { log::Level::Warn };
+            log::log!(
+                level,
+                "busy-polling worker {}: {e}",
+                if idle { "keeps its priority" } else { "stays in the idle class" }
+            );
+        }
+    }
+
     /// Spins while polling lasts, parked otherwise (see the module notes).
     fn keep_awake(&self) {
-        yield_to_everyone();
+        if let Err(e) = set_idle(0, true) {
+            log::debug!("keeper keeps its priority: {e}");
+        }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         self.keeper_tid.store(tid, Ordering::Relaxed);
@@ -571,17 +609,27 @@ fn contention_forgotten(since_last: Option<Duration>) -> bool {
     since_last.is_none_or(|d| d > BACKOFF_MAX)
 }
 
-/// Puts the calling thread in the idle scheduling class: it runs only on a
-/// CPU nothing else wants, so polling never takes a CPU from the programs
-/// using the filesystem (a parallel build, say). When they do want every
-/// CPU, each of them that waits on a request has left its CPU free, so the
-/// poller still runs when it is needed.
-fn yield_to_everyone() {
+/// Puts thread `tid` (0: the calling thread) in the idle scheduling class,
+/// where it runs only on a CPU nothing else wants, so polling never takes
+/// a CPU from the programs using the filesystem (a parallel build, say);
+/// or back in the normal class. Threads it creates meanwhile start in the
+/// normal class (`SCHED_RESET_ON_FORK`): the polling worker starts the
+/// `prefault` thread on the first large write.
+fn set_idle(tid: i32, idle: bool) -> io::Result<()> {
+    let policy = if idle { libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK } else { libc::SCHED_OTHER };
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; param is valid.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        log::debug!("busy-polling worker keeps its priority: {}", io::Error::last_os_error());
+    // SAFETY: param is valid; a tid names a thread (or fails with ESRCH).
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Whether a thread of this process may leave the idle class again once
+/// put there (the kernel asks for the privilege to raise its priority):
+/// tried on a thread of its own.
+fn can_leave_idle() -> bool {
+    std::thread::scope(|s| s.spawn(|| set_idle(0, true).is_ok() && set_idle(0, false).is_ok()).join().unwrap_or(false))
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
@@ -697,6 +745,42 @@ mod tests {
         assert_eq!(poll.stats().withheld, asked, "every crowded answer withheld a burst");
         let most = 1 + elapsed.as_nanos() / CROWDED_RECHECK.as_nanos();
         assert!(asked >= 1 && u128::from(asked) <= most, "asked {asked} times in {elapsed:?}");
+    }
+
+    /// The polling worker is in the idle class while it polls and only
+    /// then (where it may leave the class; elsewhere never).
+    #[test]
+    fn the_poller_is_idle_class_only_while_polling() {
+        fn policy() -> i32 {
+            // SAFETY: pid 0 is the calling thread.
+            unsafe { libc::sched_getscheduler(0) }
+        }
+        let (r, _w) = pipe();
+        let linger = Linger { window: LINGER, min: LINGER_MIN };
+        let poll = BusyPoll::start_with(r.as_fd(), "poller-under-test", false, linger, || false).unwrap();
+        let idle_while_polling = poll.shared.idle_while_polling;
+        let seen = std::thread::Builder::new()
+            .name("poller-under-test".into())
+            .spawn(move || {
+                let before = policy();
+                let mut during = None;
+                for _ in 0..1000 {
+                    poll.on_request();
+                    if poll.polling() {
+                        during = Some(policy());
+                        break;
+                    }
+                }
+                assert!(wait_for(|| !poll.polling()), "polling never ended");
+                (before, during, policy())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let normal = libc::SCHED_OTHER;
+        // (Threads it starts meanwhile start in the normal class.)
+        let polling = if idle_while_polling { libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK } else { normal };
+        assert_eq!(seen, (normal, Some(polling), normal), "idle while polling: {idle_while_polling}");
     }
 
     #[test]
