@@ -295,6 +295,9 @@ impl Drop for BusyPoll {
             t.thread().unpark();
             let _ = t.join();
         }
+        // The session is over and its worker gone: its thread id may name
+        // another thread by now, whose class is not ours to change.
+        self.shared.poller_tid.store(0, Ordering::Relaxed);
         self.shared.end(false);
         self.shared.release_latency();
     }
