@@ -596,8 +596,7 @@ fn open_latency_request() -> Option<File> {
 /// CPUs online, not the share a cgroup or an affinity mask leaves us, or a
 /// daemon confined to 2 CPUs of a large host would always see a crowd.
 fn crowded() -> bool {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cpus = *CPUS.get_or_init(super::online_cpus);
+    let cpus = super::online_cpus();
     std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| runnable(&l)).is_some_and(|r| r > cpus)
 }
 

@@ -166,8 +166,9 @@ fn move_to(cpu: usize) {
         return;
     }
     let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: cpu_set_t is plain data, all zeroes is the empty set; the
-    // calls get pointers to sets of the size given; pid 0 is this thread.
+    // SAFETY: cpu_set_t is plain data (all zeroes: no CPU; all ones: every
+    // CPU); the calls get pointers to sets of the size given; pid 0 is this
+    // thread.
     unsafe {
         let mut allowed: libc::cpu_set_t = std::mem::zeroed();
         if cpu >= libc::CPU_SETSIZE as usize
@@ -178,7 +179,7 @@ fn move_to(cpu: usize) {
         }
         let back = if usize::try_from(libc::CPU_COUNT(&allowed)).is_ok_and(|n| n >= super::online_cpus()) {
             let mut all: libc::cpu_set_t = std::mem::zeroed();
-            (0..libc::CPU_SETSIZE as usize).for_each(|c| libc::CPU_SET(c, &mut all));
+            std::ptr::write_bytes(&mut all, 0xff, 1);
             all
         } else {
             allowed

@@ -112,11 +112,15 @@ fn open_flags(flags: i32) -> FopenFlags {
 }
 
 /// The machine's CPUs online (at least 1), whatever share of them a cgroup
-/// or an affinity mask leaves the daemon.
+/// or an affinity mask leaves the daemon; read once (glibc reads it from
+/// sysfs).
 fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+    })
 }
 
 fn caller(req: &Request) -> Caller {
