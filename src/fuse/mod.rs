@@ -23,6 +23,7 @@ mod deferred;
 mod errno;
 pub mod mount;
 mod permit;
+mod threads;
 
 use std::borrow::Borrow;
 use std::ffi::OsStr;
@@ -109,18 +110,6 @@ const GENERATION: Generation = Generation(0);
 /// range a direct write covers, so readers stay coherent.
 fn open_flags(flags: i32) -> FopenFlags {
     if flags & libc::O_ACCMODE == libc::O_WRONLY { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
-}
-
-/// The machine's CPUs online (at least 1), whatever share of them a cgroup
-/// or an affinity mask leaves the daemon; read once (glibc reads it from
-/// sysfs).
-fn online_cpus() -> usize {
-    static CPUS: OnceLock<usize> = OnceLock::new();
-    *CPUS.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
-    })
 }
 
 fn caller(req: &Request) -> Caller {
