@@ -569,8 +569,11 @@ libfuse (Debian 12 has 3.14: `FUSE_USE_VERSION 314`, drop the `.tmpfile`/`.statx
 (`apt-get install g++ libfuse3-dev`). That version of the example hangs on `truncate` (it locks a
 `std::mutex` twice), aborts or crashes on every `rename` and `link` (a shared lock taken under the
 exclusive one, Dentries used after `delete`, a lookup count not taken) and loses files when
-`drop_caches` makes the kernel forget their inodes, so the local build also carries small, marked
-locking and lifetime fixes. Its design is unchanged: file contents in a per-inode `std::vector<char>`,
+`drop_caches` makes the kernel forget their inodes; its LOOKUP answers carry no size (with 0 s
+timeouts every path walk then resets the cached size to 0 and drops the page cache: `git add` died of
+SIGBUS) and its GETATTR answers uninitialised fields. So the local build also carries small, marked
+locking, lifetime and attribute fixes (14 in the build of 2026-11-22, listed in its source; an open
+with `O_TRUNC` still does not truncate, which no workload here depends on). Its design is unchanged: file contents in a per-inode `std::vector<char>`,
 linear search of a directory's entries, 0 s attribute and entry timeouts, libfuse's default
 multi-threaded loop; it is started as `memfs_ll -f MOUNTPOINT` (`-f` only to keep its pid and output)
 and has no size limit. It implements no symlinks (and `rclone mount` as run here answers EIO to
