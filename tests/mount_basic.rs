@@ -89,7 +89,18 @@ fn background_mount_is_ready_when_the_command_returns_and_sigterm_unmounts() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
         let pid = dir.pid();
-        assert_eq!(threads_taking_shutdown_signals(pid), vec!["signals".to_owned()]);
+        // The signals thread shows them unblocked only while it waits in
+        // sigwait(2), which it may reach a moment after the mount is ready
+        // (a signal sent before then stays pending: every thread blocks
+        // it). No other thread may ever show them unblocked.
+        assert!(
+            wait_until(Duration::from_secs(2), || {
+                let open = threads_taking_shutdown_signals(pid);
+                assert!(open.iter().all(|name| name == "signals"), "threads a shutdown signal would kill: {open:?}");
+                open == ["signals"]
+            }),
+            "the signals thread never waited for a signal"
+        );
         let start = Instant::now();
         // SAFETY: sending a signal to our daemon.
         unsafe { libc::kill(pid, signal) };
