@@ -17,7 +17,8 @@
 # and every second checks: quota used <= quota (scratchfs stats --json),
 # daemon RSS <= quota + the baseline the daemon states (checked as in
 # tests/mount_reliability.rs: at least RSS right after mount + threads x
-# (1 MiB + 4 KiB request buffer + 1 MiB reply copy), at most 8 MiB more),
+# (1 MiB + 4 KiB request buffer + 1 MiB reply copy) + 4 MiB of spare append
+# buffers + 1 MiB of held-back request copies, at most 8 MiB more),
 # daemon alive. A workload step that fails after one of its system calls got
 # ENOSPC (traced with strace) counts as a refusal; any other failure, or a
 # content check failing (tar/diff, git history, sqlite integrity), counts

@@ -61,7 +61,8 @@ fn threads_taking_shutdown_signals(pid: i32) -> Vec<String> {
     let mut open = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let path = task.unwrap().path();
-        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        // A thread that exited since the listing takes no signals.
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else { continue };
         let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("").trim().to_owned();
         let blocked = u64::from_str_radix(&field("SigBlk:"), 16).unwrap_or(0);
         if blocked & SHUTDOWN != SHUTDOWN {

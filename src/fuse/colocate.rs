@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::threads::{online_cpus, task_cpu};
+use super::threads::online_cpus;
 
 /// How often one worker thread asks where its caller runs.
 pub const INTERVAL: Duration = Duration::from_millis(10);
@@ -92,7 +92,7 @@ impl Colocator {
             return Ok(None);
         }
         let (questions, rx) = crossbeam::channel::bounded(QUEUE);
-        std::thread::Builder::new().name("colocate".into()).spawn(move || watch(&rx, task_cpu))?;
+        std::thread::Builder::new().name("colocate".into()).spawn(move || watch(&rx, caller_cpu))?;
         Ok(Some(Colocator { questions }))
     }
 
@@ -143,6 +143,23 @@ fn watch(questions: &Receiver<(u32, Mailbox)>, cpu_of: impl Fn(u32) -> Option<u3
     }
 }
 
+/// The CPU task `tid` last ran on. May block while that task's process is
+/// in `execve(2)` (see the module's text): only the watcher calls it.
+fn caller_cpu(tid: u32) -> Option<u32> {
+    std::fs::read(format!("/proc/{tid}/task/{tid}/stat")).ok().and_then(|s| last_cpu(&s))
+}
+
+/// The CPU a task last ran on, from its `/proc/<pid>/stat` line: field 39,
+/// counted after the command name, which is in parentheses and may itself
+/// hold spaces, parentheses and bytes that are not UTF-8.
+fn last_cpu(stat: &[u8]) -> Option<u32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let fields = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // Fields from the third (state) on: the 39th is the 37th of these.
+    let cpu: u32 = fields.split_ascii_whitespace().nth(39 - 3)?.parse().ok()?;
+    (cpu < libc::CPU_SETSIZE as u32).then_some(cpu)
+}
+
 /// Moves the calling thread to `cpu` and puts its affinity back: as it
 /// was, or as every CPU where it had every CPU online. A thread whose
 /// affinity could not be put back stays where it is from then on.
@@ -184,6 +201,27 @@ fn move_to(cpu: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_cpu_from_stat() {
+        let tail =
+            "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 7 0 0";
+        assert_eq!(last_cpu(format!("42 (python3) {tail}").as_bytes()), Some(7));
+        // A command name with spaces, parentheses and bytes not UTF-8.
+        assert_eq!(last_cpu(format!("42 (a) b (c) {tail}").as_bytes()), Some(7));
+        assert_eq!(last_cpu(&[b"42 (\xff\xfe) ".as_slice(), tail.as_bytes()].concat()), Some(7));
+        assert_eq!(last_cpu(b"42 (short) S 1 2"), None);
+        assert_eq!(last_cpu(b"no parenthesis"), None);
+        // A CPU number no affinity set can name.
+        assert_eq!(last_cpu(format!("42 (x) {}", tail.replace(" 7 0 0", " 99999 0 0")).as_bytes()), None);
+    }
+
+    #[test]
+    fn own_stat_names_a_cpu() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert!(caller_cpu(tid).is_some(), "{:?}", std::fs::read(format!("/proc/{tid}/task/{tid}/stat")));
+    }
 
     #[test]
     fn moving_keeps_the_affinity() {

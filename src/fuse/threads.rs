@@ -13,7 +13,7 @@ use std::time::Duration;
 /// The machine's CPUs online (at least 1), whatever share of them a cgroup
 /// or an affinity mask leaves the daemon; read once (glibc reads it from
 /// sysfs).
-pub fn online_cpus() -> usize {
+pub(super) fn online_cpus() -> usize {
     static CPUS: OnceLock<usize> = OnceLock::new();
     *CPUS.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
@@ -26,7 +26,7 @@ pub fn online_cpus() -> usize {
 /// clock id `pthread_getcpuclockid` builds, `MAKE_THREAD_CPUCLOCK(tid,
 /// CPUCLOCK_SCHED)` in the kernel). `None` once the thread has exited; the
 /// kernel only answers for threads of the calling process.
-pub fn thread_cpu_time(tid: i32) -> Option<Duration> {
+pub(super) fn thread_cpu_time(tid: i32) -> Option<Duration> {
     let clock: libc::clockid_t = (!tid << 3) | 6;
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out pointer; an invalid clock id is an error.
@@ -39,7 +39,7 @@ pub fn thread_cpu_time(tid: i32) -> Option<Duration> {
 /// Time thread `tid` of this process has spent runnable but waiting for a
 /// CPU (the second field of its `schedstat`, in ns), or `None` if the
 /// kernel keeps no such statistics or the thread has exited.
-pub fn thread_run_delay(tid: i32) -> Option<Duration> {
+pub(super) fn thread_run_delay(tid: i32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     let ns = stat.split_ascii_whitespace().nth(1)?.parse::<u64>().ok()?;
     Some(Duration::from_nanos(ns))
@@ -50,7 +50,7 @@ pub fn thread_run_delay(tid: i32) -> Option<Duration> {
 /// worker here, among the runnable). Both counts are the machine's: the
 /// CPUs online, not the share a cgroup or an affinity mask leaves us, or a
 /// daemon confined to 2 CPUs of a large host would always see a crowd.
-pub fn crowded() -> bool {
+pub(super) fn crowded() -> bool {
     let cpus = online_cpus();
     std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| runnable(&l)).is_some_and(|r| r > cpus)
 }
@@ -66,7 +66,7 @@ fn runnable(loadavg: &str) -> Option<usize> {
 /// or back in the normal class. Threads it creates meanwhile start in the
 /// normal class (`SCHED_RESET_ON_FORK`): the polling worker starts the
 /// `prefault` thread on the first large write.
-pub fn set_idle(tid: i32, idle: bool) -> io::Result<()> {
+pub(super) fn set_idle(tid: i32, idle: bool) -> io::Result<()> {
     let policy = if idle { libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK } else { libc::SCHED_OTHER };
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: param is valid; a tid names a thread (or fails with ESRCH).
@@ -79,31 +79,14 @@ pub fn set_idle(tid: i32, idle: bool) -> io::Result<()> {
 /// Whether a thread of this process may leave the idle class again once
 /// put there (the kernel asks for the privilege to raise its priority):
 /// tried on a thread of its own.
-pub fn can_leave_idle() -> bool {
+pub(super) fn can_leave_idle() -> bool {
     std::thread::scope(|s| s.spawn(|| set_idle(0, true).is_ok() && set_idle(0, false).is_ok()).join().unwrap_or(false))
-}
-
-/// The CPU task `tid` last ran on. May block while that task's process is
-/// in `execve(2)` (see the module's text): only the watcher calls it.
-pub fn task_cpu(tid: u32) -> Option<u32> {
-    std::fs::read(format!("/proc/{tid}/task/{tid}/stat")).ok().and_then(|s| last_cpu(&s))
-}
-
-/// The CPU a task last ran on, from its `/proc/<pid>/stat` line: field 39,
-/// counted after the command name, which is in parentheses and may itself
-/// hold spaces, parentheses and bytes that are not UTF-8.
-fn last_cpu(stat: &[u8]) -> Option<u32> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let fields = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    // Fields from the third (state) on: the 39th is the 37th of these.
-    let cpu: u32 = fields.split_ascii_whitespace().nth(39 - 3)?.parse().ok()?;
-    (cpu < libc::CPU_SETSIZE as u32).then_some(cpu)
 }
 
 /// Whether `cond` comes true within 10 s (tests of threads that end or
 /// change state on their own time).
 #[cfg(test)]
-pub fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         if cond() {
@@ -195,26 +178,5 @@ mod tests {
         // is our pid; another process's thread is refused: pid 1 here.
         assert!(thread_cpu_time(unsafe { libc::getpid() }).is_some());
         assert_eq!(thread_cpu_time(1), None);
-    }
-
-    #[test]
-    fn last_cpu_from_stat() {
-        let tail =
-            "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 7 0 0";
-        assert_eq!(last_cpu(format!("42 (python3) {tail}").as_bytes()), Some(7));
-        // A command name with spaces, parentheses and bytes not UTF-8.
-        assert_eq!(last_cpu(format!("42 (a) b (c) {tail}").as_bytes()), Some(7));
-        assert_eq!(last_cpu(&[b"42 (\xff\xfe) ".as_slice(), tail.as_bytes()].concat()), Some(7));
-        assert_eq!(last_cpu(b"42 (short) S 1 2"), None);
-        assert_eq!(last_cpu(b"no parenthesis"), None);
-        // A CPU number no affinity set can name.
-        assert_eq!(last_cpu(format!("42 (x) {}", tail.replace(" 7 0 0", " 99999 0 0")).as_bytes()), None);
-    }
-
-    #[test]
-    fn own_stat_names_a_cpu() {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
-        assert!(task_cpu(tid).is_some(), "{:?}", std::fs::read(format!("/proc/{tid}/task/{tid}/stat")));
     }
 }
