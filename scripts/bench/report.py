@@ -457,7 +457,7 @@ def markdown(R, svg_name):
                  "median wall time divided by those; *tmpfs µs / request* is tmpfs's whole time for the same "
                  "workload divided by the same number; *µs / request at target* is the most a request may cost, "
                  "everything included, for the ratio to reach its target. Where that is below what a round trip "
-                 "through the kernel costs on this machine (about 12 µs with busy polling, docs/performance.md), "
+                 "through the kernel costs on this machine (with busy polling, 6–12 µs on the hosts this VM has run on, docs/performance.md), "
                  "the target is out of reach through this transport however little the daemon's own code takes: "
                  "the number of requests is the kernel's choice.\n")
         o.append(md_table(hdr, body, align))
