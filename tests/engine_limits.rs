@@ -42,14 +42,15 @@ fn a_write_is_accepted_only_once_it_cannot_fail_and_stays_locked_until_stored() 
     let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 500_000]);
     // Refused: never accepted, nothing changed.
     let mut accepted = Vec::new();
-    let r = e.write_then(fh, 500_000, &[2u8; 600_000], W, |n| accepted.push(n));
+    let r = e.write_then(fh, 500_000, &[2u8; 600_000], W, |n, _| accepted.push(n));
     assert!(is_quota(&r), "{r:?}");
     assert!(accepted.is_empty());
     assert_eq!(e.getattr(ino).unwrap().size, 500_000);
     // Accepted before the bytes are stored; a reader started then waits for them.
     std::thread::scope(|s| {
         let mut reader = None;
-        let r = e.write_then(fh, 500_000, &[2u8; 100_000], W, |n| {
+        let r = e.write_then(fh, 500_000, &[2u8; 100_000], W, |n, mode_changed| {
+            assert!(!mode_changed, "no set-ID bit to clear");
             accepted.push(n);
             let h = s.spawn(|| (e.getattr(ino).unwrap().size, content(&e, fh)));
             std::thread::sleep(Duration::from_millis(50));
@@ -63,6 +64,31 @@ fn a_write_is_accepted_only_once_it_cannot_fail_and_stays_locked_until_stored() 
         assert_eq!(data[500_000..], [2u8; 100_000]);
     });
     assert_eq!(accepted, [100_000]);
+    e.release(fh).unwrap();
+    invariants(&e);
+}
+
+#[test]
+fn a_write_that_clears_set_id_bits_has_done_so_when_accepted_and_says_so() {
+    let e = engine(1 << 20, StoragePolicy::Auto);
+    let (ino, fh) = file_with(&e, Ino::ROOT, "f", b"abc");
+    let set = scratchfs::SetAttr { mode: Some(0o6755), ..Default::default() };
+    e.setattr(ino, &set, &ROOT).unwrap();
+    let unprivileged = WriteOptions { kill_suidgid: true, writer_gid: 1000, ..W };
+    // Refused: the bits stay, and nothing is accepted.
+    let mut seen = Vec::new();
+    let r = e.write_then(fh, 0, &vec![0u8; 2 << 20], unprivileged, |n, cleared| seen.push((n, cleared)));
+    assert!(is_quota(&r), "{r:?}");
+    assert_eq!((seen.len(), e.getattr(ino).unwrap().perm), (0, 0o6755));
+    // Accepted: cleared (set-group-ID too: group-executable), and said so.
+    assert_eq!(e.write_then(fh, 3, b"d", unprivileged, |n, cleared| seen.push((n, cleared))), Ok(1));
+    assert_eq!(e.getattr(ino).unwrap().perm, 0o755);
+    // Nothing left to clear; nor is anything cleared where the kernel did not ask.
+    e.write_then(fh, 4, b"e", unprivileged, |n, cleared| seen.push((n, cleared))).unwrap();
+    e.setattr(ino, &set, &ROOT).unwrap();
+    e.write_then(fh, 5, b"f", W, |n, cleared| seen.push((n, cleared))).unwrap();
+    assert_eq!(seen, [(1, true), (1, false), (1, false)]);
+    assert_eq!((e.getattr(ino).unwrap().perm, content(&e, fh)), (0o6755, b"abcdef".to_vec()));
     e.release(fh).unwrap();
     invariants(&e);
 }
@@ -180,9 +206,32 @@ fn xattr_limits_and_flags() {
     assert_eq!(e.setxattr(ino, b"user.big", &[0u8; 65537], XattrSet::Upsert), Err(FsError::TooBig));
     assert_eq!(e.setxattr(ino, b"nonamespace", b"", XattrSet::Upsert), Err(FsError::NotSupported));
     assert_eq!(e.setxattr(ino, b"system.posix_acl_access", b"", XattrSet::Upsert), Err(FsError::NotSupported));
-    let mut list = e.listxattr(ino).unwrap();
+    let mut list = e.listxattr(ino, || panic!("asked with no trusted. name")).unwrap();
     list.sort_unstable();
     assert_eq!(list.iter().filter(|&&b| b == 0).count(), 2);
+    // trusted. names are listed only to a privileged caller, asked once.
+    e.setxattr(ino, b"trusted.x", b"1", XattrSet::Create).unwrap();
+    e.setxattr(ino, b"trusted.y", b"2", XattrSet::Create).unwrap();
+    let mut asked = 0;
+    let names = |privileged: bool, asked: &mut u32| {
+        let list = e
+            .listxattr(ino, || {
+                *asked += 1;
+                privileged
+            })
+            .unwrap();
+        let mut n: Vec<Vec<u8>> = list.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(false, &mut asked), [b"user.a".to_vec(), name_255.clone()]);
+    assert_eq!(
+        names(true, &mut asked),
+        [b"trusted.x".to_vec(), b"trusted.y".to_vec(), b"user.a".to_vec(), name_255.clone()]
+    );
+    assert_eq!(asked, 2);
+    e.removexattr(ino, b"trusted.x").unwrap();
+    e.removexattr(ino, b"trusted.y").unwrap();
     e.removexattr(ino, b"user.a").unwrap();
     assert_eq!(e.getxattr(ino, b"user.a"), Err(FsError::NoData));
     assert_eq!(e.removexattr(ino, b"user.a"), Err(FsError::NoData));
@@ -358,7 +407,7 @@ fn a_full_attribute_name_list_is_its_own_error_not_a_quota_refusal() {
     };
     assert_eq!(err, FsError::AttrListFull);
     assert_eq!(stored, scratchfs::XATTR_LIST_MAX / 256);
-    assert!(e.listxattr(ino).unwrap().len() <= scratchfs::XATTR_LIST_MAX);
+    assert!(e.listxattr(ino, || true).unwrap().len() <= scratchfs::XATTR_LIST_MAX);
     // Not the quota's doing: not counted as a refusal (the adapter holds
     // quota refusals back while deleted memory comes back, and withdraws
     // their count when it does; an uncounted one would wrap the counter).

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::creds::{CAP_SYS_ADMIN, without_caps};
 use common::map::Map;
 use common::mount::{BIN, Mount};
 
@@ -810,6 +811,8 @@ fn current_umask() -> u32 {
 #[derive(Clone, Copy, Debug)]
 enum PrivOp {
     Write,
+    /// A write through a read-write descriptor (cached, not direct I/O).
+    ReadWrite,
     Truncate,
     Fallocate,
     CopyFileRange,
@@ -827,11 +830,12 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
     let src = fs.path("src");
     std::fs::write(&src, vec![b'q'; 100]).unwrap();
     let f = fs.path("f");
-    let cases: [(PrivOp, u32, u32, Option<u32>); 9] = [
+    let cases: [(PrivOp, u32, u32, Option<u32>); 10] = [
         // (operation, mode, file group, fs gid of the caller; None: root)
         (PrivOp::Write, 0o2767, 1000, Some(2000)),
         (PrivOp::Write, 0o2767, 2000, Some(2000)),
         (PrivOp::Write, 0o6777, 2000, Some(2000)),
+        (PrivOp::ReadWrite, 0o6777, 1000, Some(2000)),
         (PrivOp::Truncate, 0o2767, 1000, Some(2000)),
         (PrivOp::Truncate, 0o6767, 2000, Some(2000)),
         (PrivOp::Fallocate, 0o6777, 1000, Some(2000)),
@@ -858,13 +862,17 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
                     libc::setfsgid(gid);
                     libc::setfsuid(2000);
                 }
-                let flags = if matches!(op, PrivOp::ChownNoChange) { libc::O_RDONLY } else { libc::O_WRONLY };
+                let flags = match op {
+                    PrivOp::ChownNoChange => libc::O_RDONLY,
+                    PrivOp::ReadWrite => libc::O_RDWR,
+                    _ => libc::O_WRONLY,
+                };
                 let fd = libc::open(fc.as_ptr(), flags);
                 if fd < 0 {
                     return child_errno();
                 }
                 let r = match op {
-                    PrivOp::Write => libc::write(fd, b"b".as_ptr().cast(), 1) as i64,
+                    PrivOp::Write | PrivOp::ReadWrite => libc::write(fd, b"b".as_ptr().cast(), 1) as i64,
                     PrivOp::Truncate => i64::from(libc::ftruncate(fd, 1)),
                     PrivOp::Fallocate => i64::from(libc::fallocate(fd, 0, 0, 8192)),
                     PrivOp::CopyFileRange => {
@@ -877,11 +885,25 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
             }
         });
         let r = exit_name(wait(pid));
+        // The mode alone first: a stat that asks for nothing else is
+        // answered from the kernel's cache unless the change reached it.
+        let alone = statx_mode(&f);
         let after = std::fs::metadata(&f).unwrap().mode() & 0o7777;
         let who = caller_gid.map_or("root".to_owned(), |g| format!("uid 2000 gid {g}"));
-        t.same(format!("{op:?} of a {mode:o} file of group {group} by {who}: {r}, mode {after:o}"));
+        t.same(format!(
+            "{op:?} of a {mode:o} file of group {group} by {who}: {r}, mode {after:o} (asked alone {alone:o})"
+        ));
     }
     t
+}
+
+/// The permission bits of `p`, asking `statx(2)` for the mode only.
+fn statx_mode(p: &Path) -> u32 {
+    // SAFETY: statx fills the zeroed struct; valid path.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, cstr(p).as_ptr(), 0, libc::STATX_MODE, &mut stx) };
+    assert_eq!(rc, 0, "statx {}: {}", p.display(), std::io::Error::last_os_error());
+    u32::from(stx.stx_mode) & 0o7777
 }
 
 fn set_old_times(p: &Path) {
@@ -1424,6 +1446,36 @@ fn xattrs(fs: &Fs) -> Transcript {
     std::os::unix::fs::symlink("f", fs.path("link")).unwrap();
     t.same(format!("user.* on a symlink: {}", outcome(lsetxattr(&fs.path("link"), "user.x", b"1"))));
     t.same(format!("trusted.* on a symlink: {}", outcome(lsetxattr(&fs.path("link"), "trusted.x", b"1"))));
+
+    // trusted.* names are listed only to a caller with CAP_SYS_ADMIN; the
+    // size query counts only what the caller may see.
+    let sorted_names = |size: usize| {
+        listxattr(&f, size).map(|l| {
+            let mut n: Vec<String> = l
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect();
+            n.sort();
+            n.retain(|n| !n.starts_with("user.n") && !n.starts_with("user.big"));
+            n.join(" ")
+        })
+    };
+    if root {
+        assert_eq!(setxattr(&f, "trusted.t", b"1", 0), Ok(0));
+        t.same(format!("listxattr with CAP_SYS_ADMIN: {:?}", sorted_names(65_536)));
+        let without = without_caps(&[CAP_SYS_ADMIN], || {
+            // SAFETY: size query with a null buffer.
+            let size = unsafe { libc::listxattr(cstr(&f).as_ptr(), std::ptr::null_mut(), 0) };
+            let full = listxattr(&f, 65_536).map_or(-1, |l| l.len() as isize);
+            (sorted_names(65_536), size == full, getxattr(&f, "trusted.t", 100).map_err(ename))
+        });
+        t.same(format!(
+            "without it: names {:?}, size query matches {}, trusted.t: {:?}",
+            without.0, without.1, without.2
+        ));
+        assert_eq!(sorted_names(65_536).map(|n| n.contains("trusted.t")), Ok(true));
+    }
 
     // POSIX ACLs: scratchfs does not store system.* (it could not enforce them).
     let acl =

@@ -32,6 +32,8 @@ pub enum Capability {
     Fowner = 3,
     /// Keep set-group-ID when changing the mode of a file of another group.
     Fsetid = 4,
+    /// See `trusted.` extended attributes.
+    SysAdmin = 21,
 }
 
 /// The identity a request acts with.

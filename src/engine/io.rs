@@ -160,7 +160,7 @@ impl Engine {
     /// Writes `data` at `off`. Either the whole write happens or, refused,
     /// nothing changes.
     pub fn write(&self, fh: Fh, off: u64, data: &[u8], opts: WriteOptions) -> Result<u32> {
-        self.write_then(fh, off, data, opts, |_| {})
+        self.write_then(fh, off, data, opts, |_, _| {})
     }
 
     /// [`Engine::write`], calling `accepted` with the length once the write
@@ -168,14 +168,16 @@ impl Engine {
     /// the bytes are copied in. The node stays locked from before the call
     /// until the copy is done, so nothing can read or change it in between:
     /// a caller may answer its client from `accepted` and let the copy
-    /// overlap the client's next step.
+    /// overlap the client's next step. `accepted` also learns whether the
+    /// write cleared a set-user-ID or set-group-ID bit (already done by
+    /// then), so the caller can have cached attributes dropped first.
     pub fn write_then(
         &self,
         fh: Fh,
         off: u64,
         data: &[u8],
         opts: WriteOptions,
-        accepted: impl FnOnce(u32),
+        accepted: impl FnOnce(u32, bool),
     ) -> Result<u32> {
         let node = self.handle_node(fh)?;
         let len = data.len() as u64;
@@ -185,7 +187,8 @@ impl Engine {
             return Ok(0);
         }
         let mut st = node.state.write();
-        let result = self.write_locked(&mut st, node.ino, off, data, opts, || accepted(len32));
+        let result =
+            self.write_locked(&mut st, node.ino, off, data, opts, |mode_changed| accepted(len32, mode_changed));
         if result.is_err() && opts.from_page_cache {
             self.late_refusal();
         }
@@ -199,14 +202,21 @@ impl Engine {
         off: u64,
         data: &[u8],
         opts: WriteOptions,
-        accepted: impl FnOnce(),
+        accepted: impl FnOnce(bool),
     ) -> Result<()> {
         let len = data.len() as u64;
+        let (bytes, plan) = {
+            let file = st.file_mut()?;
+            let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: true };
+            self.reserve_change(file, preferred, "write", ino, |f, p| f.write_cost(off, len, p))?
+        };
+        // From here on nothing fails. The set-ID bits go before the answer:
+        // a writer told of its success must find them gone. (The kernel
+        // sets the flag only for a writer without CAP_FSETID.)
+        let mode_changed = opts.kill_suidgid && st.kill_suidgid(opts.writer_gid == st.meta.gid);
+        accepted(mode_changed);
+        // Still a file: the node has stayed locked since the check above.
         let file = st.file_mut()?;
-        let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: true };
-        let (bytes, plan) = self.reserve_change(file, preferred, "write", ino, |f, p| f.write_cost(off, len, p))?;
-        // From here on nothing fails.
-        accepted();
         let before = file.charge();
         file.write(off, data, plan);
         bytes.settle(before, file.charge());
@@ -214,11 +224,6 @@ impl Engine {
             self.count_promotion();
         }
         st.touch_modified(Timestamp::now());
-        if opts.kill_suidgid {
-            // The kernel sets the flag only for a writer without CAP_FSETID.
-            let keep = opts.writer_gid == st.meta.gid;
-            st.kill_suidgid(keep);
-        }
         self.kill_capability(st);
         Ok(())
     }
@@ -319,7 +324,7 @@ impl Engine {
             }
             let written = {
                 let mut st = dst.state.write();
-                self.write_locked(&mut st, dst.ino, off_out + done, &piece, WriteOptions::default(), || {})
+                self.write_locked(&mut st, dst.ino, off_out + done, &piece, WriteOptions::default(), |_| {})
             };
             match written {
                 Ok(()) => done += piece.len() as u64,

@@ -18,7 +18,8 @@ pub const XATTR_COST: u64 = 64;
 
 /// Namespaces we store. `system.*` (POSIX ACLs) is not supported: the
 /// kernel would not enforce an ACL we merely stored.
-const NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
+const TRUSTED: &[u8] = b"trusted.";
+const NAMESPACES: [&[u8]; 3] = [b"user.", TRUSTED, b"security."];
 
 type Name = Box<[u8]>;
 type Value = Box<[u8]>;
@@ -151,9 +152,22 @@ impl Xattrs {
     }
 
     /// All names, each followed by a NUL, as `listxattr` returns them.
-    pub(crate) fn names(&self) -> Vec<u8> {
+    /// The names, each followed by a NUL; those in the `trusted.`
+    /// namespace only if `show_trusted()` (asked at most once, and only
+    /// when there is one).
+    pub(crate) fn names(&self, show_trusted: impl FnOnce() -> bool) -> Vec<u8> {
+        let mut show_trusted = Some(show_trusted);
+        let mut trusted_shown = false;
         let mut out = Vec::with_capacity(self.list_len());
         for (n, _) in self.items() {
+            if n.starts_with(TRUSTED) {
+                if let Some(ask) = show_trusted.take() {
+                    trusted_shown = ask();
+                }
+                if !trusted_shown {
+                    continue;
+                }
+            }
             out.extend_from_slice(n);
             out.push(0);
         }
@@ -194,11 +208,14 @@ impl super::Engine {
         st.xattrs.get(name).map(<[u8]>::to_vec).ok_or(FsError::NoData)
     }
 
-    /// The attribute names of `ino`, each followed by a NUL.
-    pub fn listxattr(&self, ino: super::Ino) -> Result<Vec<u8>> {
+    /// The attribute names of `ino`, each followed by a NUL. Names in the
+    /// `trusted.` namespace are listed only if `privileged()` says the
+    /// caller may see them (Linux asks `CAP_SYS_ADMIN`, as tmpfs does); it
+    /// is asked only of a node that has such a name.
+    pub fn listxattr(&self, ino: super::Ino, privileged: impl FnOnce() -> bool) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
         let st = node.state.read();
-        Ok(st.xattrs.names())
+        Ok(st.xattrs.names(privileged))
     }
 
     /// Removes the attribute `name` of `ino`.

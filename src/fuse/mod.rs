@@ -44,7 +44,7 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::engine::access::{self, EXEC, READ, WRITE};
+use crate::engine::access::{self, Capability, Credentials, EXEC, READ, WRITE};
 use crate::engine::{
     Caller, Engine, Fallocate, Fh, FsError, Ino, OpenFlags, RenameMode, SetAttr, WriteOptions, XattrSet,
 };
@@ -105,7 +105,8 @@ const GENERATION: Generation = Generation(0);
 /// writer's data is copied once, into the request, instead of into fresh
 /// page-cache pages first; no page is held twice; and the kernel skips its
 /// per-inode `security.capability` probe on the first write (set-uid bits
-/// are still cleared, through `FUSE_WRITE_KILL_SUIDGID`). A write-only
+/// are still cleared, through `FUSE_WRITE_KILL_SUIDGID`, and the kernel's
+/// cached mode invalidated: [`Filesystem::write`]). A write-only
 /// descriptor cannot be mapped, and the kernel drops cached pages of the
 /// range a direct write covers, so readers stay coherent.
 fn open_flags(flags: i32) -> FopenFlags {
@@ -692,6 +693,12 @@ impl Filesystem for FuseFs {
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             };
             let notifier = opts.from_page_cache.then(|| self.notifier.clone());
+            // A write that clears set-ID bits changes the mode, which the
+            // kernel does not expect of a WRITE: it marks only size and
+            // times stale, and would go on showing (and honouring, on an
+            // exec) the old bits for as long as attributes are cached. So
+            // they are invalidated before the answer.
+            let mode_notifier = opts.kill_suidgid.then(|| self.notifier.clone());
             // A write the caller waits for is answered as soon as it can no
             // longer fail, and the daemon copies the bytes in while the caller
             // goes on (the node stays locked until then: `Engine::write_then`).
@@ -703,7 +710,10 @@ impl Filesystem for FuseFs {
                 Allocating { op: "write", late: opts.from_page_cache },
                 data,
                 move |e, data| {
-                    e.write_then(Fh(fh.0), offset, data, opts, |n| {
+                    e.write_then(Fh(fh.0), offset, data, opts, |n, mode_changed| {
+                        if mode_changed && let Some(m) = mode_notifier.as_ref() {
+                            attributes_changed(m, i);
+                        }
                         if let Some(r) = early.as_ref().and_then(|r| r.lock().take()) {
                             r.written(n);
                         }
@@ -908,7 +918,12 @@ impl Filesystem for FuseFs {
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
         self.count(req, Op::Listxattr, 0);
-        self.run("listxattr", || Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i))));
+        self.run("listxattr", || {
+            // Linux lists `trusted.` names only to callers with
+            // CAP_SYS_ADMIN, and leaves that to the filesystem.
+            let privileged = || RequestCreds::new(req.uid(), req.gid(), req.pid()).capable(Capability::SysAdmin);
+            Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i), privileged));
+        });
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
