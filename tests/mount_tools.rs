@@ -266,6 +266,40 @@ fn quota_refuses_with_enospc_and_keeps_what_was_written() {
     m.unmount();
 }
 
+#[test]
+fn a_write_retried_against_a_full_quota_is_counted_every_time_and_logged_a_burst_a_second() {
+    let Some(m) = Mount::new(&["--size", "8M"]) else { return };
+    // Filled until a write was refused.
+    assert!(!m.sh("head -c 8M /dev/zero > fill").status.success());
+    let before = m.stats().refusals.quota;
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(m.join("retry")).unwrap();
+    // One request (the mount's largest), larger than what is left.
+    let chunk = vec![7u8; 1 << 20];
+    let started = std::time::Instant::now();
+    let tries = 5_000;
+    for _ in 0..tries {
+        let e = std::os::unix::fs::FileExt::write_at(&f, &chunk, 0).expect_err("1 MiB cannot fit in what is left");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    drop(f);
+    assert_eq!(m.stats().refusals.quota - before, tries, "every refusal is counted");
+    // One more refusal after a quiet second reports how many were held back.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let _ = std::fs::write(m.join("last"), vec![0u8; 1 << 20]);
+    let log = m.log_text();
+    let lines = log.lines().filter(|l| l.contains("refused write on inode")).count() as u64;
+    assert!(lines >= 10 && lines <= 10 * (seconds + 2), "{lines} refusal lines in {seconds} s:\n{log}");
+    let held_back: u64 = log
+        .lines()
+        .filter_map(|l| l.split_once(" more refusals not logged").and_then(|(head, _)| head.rsplit(' ').next()))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    let all = m.stats().refusals.quota;
+    assert_eq!(lines + held_back, all, "each refusal either logged or reported as held back:\n{log}");
+    m.unmount();
+}
+
 /// The mount root's stats, read in-process (quicker than `scratchfs stats`).
 fn stats_now(m: &Mount) -> scratchfs::report::Report {
     let path = std::ffi::CString::new(m.path.as_os_str().as_encoded_bytes()).unwrap();

@@ -24,6 +24,7 @@ mod namespace;
 mod node;
 pub mod path;
 mod quota;
+mod ratelimit;
 mod reclaim;
 mod stats;
 mod table;
@@ -75,6 +76,8 @@ pub struct Engine {
     process: ProcessMemory,
     /// Deleted nodes whose memory the kernel has not let go of yet.
     reclaim: Reclaim,
+    /// Bounds the refusals logged (`ratelimit.rs`).
+    refusal_log: ratelimit::LogBudget,
 }
 
 #[derive(Default)]
@@ -123,6 +126,7 @@ impl Engine {
             rename_lock: Mutex::new(()),
             process: ProcessMemory::default(),
             reclaim: Reclaim::new(),
+            refusal_log: ratelimit::LogBudget::default(),
             remeasure: crate::sync::RwLock::new(None),
         };
         match engine.guard.check_quota(cfg.max_bytes).0 {
@@ -196,12 +200,19 @@ impl Engine {
 
     /// Logs and counts a refusal, and turns it into an error. Quietly while
     /// a deleted node's memory is on its way back: the adapter may then try
-    /// again (and logs a refusal it passes on).
+    /// again (and logs a refusal it passes on). Every refusal is counted;
+    /// the log takes a burst a second (`ratelimit.rs`).
     fn refused(&self, cause: NoSpaceCause, op: &str, ino: Ino) -> FsError {
         self.counters.refusal(&cause);
         if self.reclaim.pending() {
             log::debug!("refused {op} on inode {} while deleted nodes are being released: {cause}", ino.0);
-        } else {
+        } else if let Some(held_back) = self.refusal_log.take(std::time::Instant::now()) {
+            if held_back > 0 {
+                log::warn!(
+                    "{held_back} more refusals not logged (at most {} a second; all are counted)",
+                    ratelimit::BURST
+                );
+            }
             log::warn!("refused {op} on inode {}: {cause}", ino.0);
         }
         FsError::NoSpace(cause)
