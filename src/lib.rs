@@ -18,6 +18,7 @@ pub mod cli;
 pub mod engine;
 pub mod fuse;
 mod mountinfo;
+mod ratelimit;
 pub mod report;
 pub mod storage;
 mod sync;

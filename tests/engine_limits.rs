@@ -69,7 +69,7 @@ fn a_write_is_accepted_only_once_it_cannot_fail_and_stays_locked_until_stored() 
 }
 
 #[test]
-fn a_write_that_clears_set_id_bits_has_done_so_when_accepted_and_says_so() {
+fn a_write_that_clears_set_id_bits_says_so_when_accepted() {
     let e = engine(1 << 20, StoragePolicy::Auto);
     let (ino, fh) = file_with(&e, Ino::ROOT, "f", b"abc");
     let set = scratchfs::SetAttr { mode: Some(0o6755), ..Default::default() };
@@ -80,7 +80,8 @@ fn a_write_that_clears_set_id_bits_has_done_so_when_accepted_and_says_so() {
     let r = e.write_then(fh, 0, &vec![0u8; 2 << 20], unprivileged, |n, cleared| seen.push((n, cleared)));
     assert!(is_quota(&r), "{r:?}");
     assert_eq!((seen.len(), e.getattr(ino).unwrap().perm), (0, 0o6755));
-    // Accepted: cleared (set-group-ID too: group-executable), and said so.
+    // Accepted: cleared (set-group-ID too: it is group-executable, and the
+    // writer is not in the file's group), and said so.
     assert_eq!(e.write_then(fh, 3, b"d", unprivileged, |n, cleared| seen.push((n, cleared))), Ok(1));
     assert_eq!(e.getattr(ino).unwrap().perm, 0o755);
     // Nothing left to clear; nor is anything cleared where the kernel did not ask.

@@ -811,7 +811,11 @@ fn current_umask() -> u32 {
 #[derive(Clone, Copy, Debug)]
 enum PrivOp {
     Write,
-    /// A write through a read-write descriptor (cached, not direct I/O).
+    /// A write through a read-write descriptor (through the page cache,
+    /// not direct I/O): the kernel clears the bits itself first, with an
+    /// empty SETATTR whose answer refreshes its cached mode, so the WRITE
+    /// finds nothing to clear. Only `Write` (write-only, direct I/O) needs
+    /// the daemon's invalidation.
     ReadWrite,
     Truncate,
     Fallocate,

@@ -275,28 +275,37 @@ fn a_write_retried_against_a_full_quota_is_counted_every_time_and_logged_a_burst
     let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(m.join("retry")).unwrap();
     // One request (the mount's largest), larger than what is left.
     let chunk = vec![7u8; 1 << 20];
+    let write = || {
+        let e = std::os::unix::fs::FileExt::write_at(&f, &chunk, 0).expect_err("1 MiB cannot fit in what is left");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    };
     let started = std::time::Instant::now();
     let tries = 5_000;
     for _ in 0..tries {
-        let e = std::os::unix::fs::FileExt::write_at(&f, &chunk, 0).expect_err("1 MiB cannot fit in what is left");
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        write();
     }
     let seconds = started.elapsed().as_secs() + 1;
-    drop(f);
     assert_eq!(m.stats().refusals.quota - before, tries, "every refusal is counted");
-    // One more refusal after a quiet second reports how many were held back.
+    // One more refusal after a quiet second tells how many were held back.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let _ = std::fs::write(m.join("last"), vec![0u8; 1 << 20]);
+    write();
+    drop(f);
     let log = m.log_text();
-    let lines = log.lines().filter(|l| l.contains("refused write on inode")).count() as u64;
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains(" refused ")).collect();
+    assert!(refusals.iter().all(|l| l.contains("refused write on inode")), "only writes were refused:\n{log}");
+    let lines = refusals.len() as u64;
+    // Windows of 1 s, each opened by a line after the last one's end.
     assert!(lines >= 10 && lines <= 10 * (seconds + 2), "{lines} refusal lines in {seconds} s:\n{log}");
-    let held_back: u64 = log
-        .lines()
-        .filter_map(|l| l.split_once(" more refusals not logged").and_then(|(head, _)| head.rsplit(' ').next()))
-        .map(|n| n.parse::<u64>().unwrap())
+    let held_back: u64 = refusals
+        .iter()
+        .filter_map(|l| l.strip_suffix(" earlier not logged)").and_then(|head| head.rsplit_once(" (")))
+        .map(|(_, n)| n.parse::<u64>().unwrap())
         .sum();
+    assert!(held_back > 0, "the last line tells of those held back:\n{log}");
+    // One writer, so no refusal was withdrawn and tried again: the lines
+    // logged and those told of add up to the counter.
     let all = m.stats().refusals.quota;
-    assert_eq!(lines + held_back, all, "each refusal either logged or reported as held back:\n{log}");
+    assert_eq!(lines + held_back, all, "each refusal either logged or told of:\n{log}");
     m.unmount();
 }
 

@@ -205,18 +205,16 @@ impl Engine {
         accepted: impl FnOnce(bool),
     ) -> Result<()> {
         let len = data.len() as u64;
-        let (bytes, plan) = {
-            let file = st.file_mut()?;
-            let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: true };
-            self.reserve_change(file, preferred, "write", ino, |f, p| f.write_cost(off, len, p))?
-        };
+        // The data and the attributes, borrowed apart.
+        let NodeState { meta, content, .. } = &mut *st;
+        let file = content.file_mut()?;
+        let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: true };
+        let (bytes, plan) = self.reserve_change(file, preferred, "write", ino, |f, p| f.write_cost(off, len, p))?;
         // From here on nothing fails. The set-ID bits go before the answer:
         // a writer told of its success must find them gone. (The kernel
         // sets the flag only for a writer without CAP_FSETID.)
-        let mode_changed = opts.kill_suidgid && st.kill_suidgid(opts.writer_gid == st.meta.gid);
+        let mode_changed = opts.kill_suidgid && meta.kill_suidgid(opts.writer_gid == meta.gid);
         accepted(mode_changed);
-        // Still a file: the node has stayed locked since the check above.
-        let file = st.file_mut()?;
         let before = file.charge();
         file.write(off, data, plan);
         bytes.settle(before, file.charge());
@@ -224,6 +222,8 @@ impl Engine {
             self.count_promotion();
         }
         st.touch_modified(Timestamp::now());
+        // A file capability is read through GETXATTR, which waits for this
+        // node's lock: dropping it after the answer is soon enough.
         self.kill_capability(st);
         Ok(())
     }

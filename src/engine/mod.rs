@@ -24,7 +24,6 @@ mod namespace;
 mod node;
 pub mod path;
 mod quota;
-mod ratelimit;
 mod reclaim;
 mod stats;
 mod table;
@@ -55,6 +54,7 @@ use reclaim::Reclaim;
 use stats::{Counters, bump, drop_one};
 use table::NodeTable;
 
+use crate::ratelimit::LogBudget;
 use crate::storage::{FileData, MAX_FILE_SIZE, Shape};
 use crate::sync::{Mutex, RwLockReadGuard};
 
@@ -76,8 +76,8 @@ pub struct Engine {
     process: ProcessMemory,
     /// Deleted nodes whose memory the kernel has not let go of yet.
     reclaim: Reclaim,
-    /// Bounds the refusals logged (`ratelimit.rs`).
-    refusal_log: ratelimit::LogBudget,
+    /// Bounds the refusals logged (`src/ratelimit.rs`).
+    refusal_log: LogBudget,
 }
 
 #[derive(Default)]
@@ -126,7 +126,7 @@ impl Engine {
             rename_lock: Mutex::new(()),
             process: ProcessMemory::default(),
             reclaim: Reclaim::new(),
-            refusal_log: ratelimit::LogBudget::default(),
+            refusal_log: LogBudget::new(module_path!()),
             remeasure: crate::sync::RwLock::new(None),
         };
         match engine.guard.check_quota(cfg.max_bytes).0 {
@@ -201,19 +201,13 @@ impl Engine {
     /// Logs and counts a refusal, and turns it into an error. Quietly while
     /// a deleted node's memory is on its way back: the adapter may then try
     /// again (and logs a refusal it passes on). Every refusal is counted;
-    /// the log takes a burst a second (`ratelimit.rs`).
+    /// the log takes a burst in each second (`src/ratelimit.rs`).
     fn refused(&self, cause: NoSpaceCause, op: &str, ino: Ino) -> FsError {
         self.counters.refusal(&cause);
         if self.reclaim.pending() {
             log::debug!("refused {op} on inode {} while deleted nodes are being released: {cause}", ino.0);
-        } else if let Some(held_back) = self.refusal_log.take(std::time::Instant::now()) {
-            if held_back > 0 {
-                log::warn!(
-                    "{held_back} more refusals not logged (at most {} a second; all are counted)",
-                    ratelimit::BURST
-                );
-            }
-            log::warn!("refused {op} on inode {}: {cause}", ino.0);
+        } else {
+            self.refusal_log.warn(format_args!("refused {op} on inode {}: {cause}", ino.0));
         }
         FsError::NoSpace(cause)
     }
@@ -572,7 +566,14 @@ impl Engine {
 
 impl NodeState {
     fn file_mut(&mut self) -> Result<&mut FileData> {
-        match &mut self.content {
+        self.content.file_mut()
+    }
+}
+
+impl Content {
+    /// The file's data; `IsDir` or `InvalidArgument` for other kinds.
+    fn file_mut(&mut self) -> Result<&mut FileData> {
+        match self {
             Content::File(f) => Ok(f),
             Content::Dir(_) => Err(FsError::IsDir),
             _ => Err(FsError::InvalidArgument),

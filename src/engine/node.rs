@@ -64,6 +64,17 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// [`NodeState::kill_suidgid`], on the attributes alone.
+    pub(crate) fn kill_suidgid(&mut self, may_keep_sgid: bool) -> bool {
+        let perm = u32::from(self.perm);
+        let mut clear = libc::S_ISUID;
+        if perm & libc::S_IXGRP != 0 || !may_keep_sgid {
+            clear |= libc::S_ISGID;
+        }
+        self.perm = (perm & !clear) as u16;
+        perm & clear != 0
+    }
+
     /// Whether an access at `now` moves the access time under relatime (the
     /// kernel's `relatime_need_update`, which tmpfs follows): when it is not
     /// later than the last modification or change, or is a day old.
@@ -187,13 +198,7 @@ impl NodeState {
     /// `may_keep_sgid` is [`NodeState::may_keep_sgid`] for the caller.
     /// Returns whether a bit was cleared.
     pub(crate) fn kill_suidgid(&mut self, may_keep_sgid: bool) -> bool {
-        let perm = u32::from(self.meta.perm);
-        let mut clear = libc::S_ISUID;
-        if perm & libc::S_IXGRP != 0 || !may_keep_sgid {
-            clear |= libc::S_ISGID;
-        }
-        self.meta.perm = (perm & !clear) as u16;
-        perm & clear != 0
+        self.meta.kill_suidgid(may_keep_sgid)
     }
 
     /// [`NodeState::kill_suidgid`] for a change made by `caller`.

@@ -151,10 +151,9 @@ impl Xattrs {
         Ok(cost(&n, &v) + list_charge(before) - list_charge(self.slots()))
     }
 
-    /// All names, each followed by a NUL, as `listxattr` returns them.
-    /// The names, each followed by a NUL; those in the `trusted.`
-    /// namespace only if `show_trusted()` (asked at most once, and only
-    /// when there is one).
+    /// The names, each followed by a NUL, as `listxattr` returns them;
+    /// those in the `trusted.` namespace only if `show_trusted()` (asked at
+    /// most once, and only when there is one).
     pub(crate) fn names(&self, show_trusted: impl FnOnce() -> bool) -> Vec<u8> {
         let mut show_trusted = Some(show_trusted);
         let mut trusted_shown = false;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Receiver, Sender};
 
 use crate::engine::{Engine, RECENT};
+use crate::ratelimit::LogBudget;
 use crate::report::HeldBack;
 
 /// The longest a request waits for a deleted node to be released, by
@@ -43,6 +44,10 @@ pub const HELD_BYTES: u64 = 1 << 20;
 /// wakes it (a waiting request is tried again only after a release, or
 /// once more when its wait ends).
 const SLICE: Duration = Duration::from_millis(1);
+
+/// Held requests refused in the end: a burst a second is logged
+/// (`src/ratelimit.rs`).
+static REFUSALS_AFTER_WAITING: LogBudget = LogBudget::new(module_path!());
 
 /// What one attempt at a held-back request did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +199,11 @@ fn serve(engine: &Engine, wait: Duration, incoming: &Receiver<Waiting>, counts: 
                     counts.went_ahead.fetch_add(1, Ordering::Relaxed);
                 }
                 Outcome::Again | Outcome::Refused => {
-                    log::warn!("{}: refused after waiting {:?} for deleted files' memory", w.op, w.since.elapsed());
+                    REFUSALS_AFTER_WAITING.warn(format_args!(
+                        "{}: refused after waiting {:?} for deleted files' memory",
+                        w.op,
+                        w.since.elapsed()
+                    ));
                 }
             }
             counts.give_back(w.bytes);

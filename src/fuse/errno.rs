@@ -4,6 +4,7 @@
 use fuser::Errno;
 
 use crate::engine::FsError;
+use crate::ratelimit::LogBudget;
 
 /// The errno for an engine error. Exhaustive on purpose: a new variant must
 /// be given a number here.
@@ -35,6 +36,10 @@ pub(crate) fn errno(err: &FsError) -> Errno {
     }
 }
 
+/// Opens refused for want of handles, which a client can repeat as fast as
+/// it likes: a burst a second is logged (`src/ratelimit.rs`).
+static HANDLE_REFUSALS: LogBudget = LogBudget::new(module_path!());
+
 /// Logs a failed request at the level its class deserves: expected misses
 /// at trace, refusals are logged by the engine where they happen, internal
 /// errors at error.
@@ -42,7 +47,7 @@ pub(crate) fn log(op: &str, err: &FsError) {
     match err {
         FsError::Internal(what) => log::error!("{op} failed: {what}"),
         FsError::NoSpace(_) => {}
-        FsError::TooManyOpenFiles => log::warn!("{op} refused: {err}"),
+        FsError::TooManyOpenFiles => HANDLE_REFUSALS.warn(format_args!("{op} refused: {err}")),
         _ => log::trace!("{op}: {err}"),
     }
 }

@@ -920,7 +920,9 @@ impl Filesystem for FuseFs {
         self.count(req, Op::Listxattr, 0);
         self.run("listxattr", || {
             // Linux lists `trusted.` names only to callers with
-            // CAP_SYS_ADMIN, and leaves that to the filesystem.
+            // CAP_SYS_ADMIN, and leaves that to the filesystem. Asked (a
+            // capget) under the node's read lock, only of a node that has
+            // such a name.
             let privileged = || RequestCreds::new(req.uid(), req.gid(), req.pid()).capable(Capability::SysAdmin);
             Self::reply_xattr(reply, "listxattr", size, self.engine.listxattr(ino(i), privileged));
         });
