@@ -209,6 +209,12 @@ fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
     assert_eq!(remount("remount,ro", &[]), (Some(0), String::new()));
     let erofs = std::fs::write(m.join("x"), b"1").unwrap_err();
     assert_eq!(erofs.raw_os_error(), Some(libc::EROFS));
+    // Without an fstab line mount(8) passes the kernel's options back.
+    assert_eq!(remount("rw,nosuid,nodev,relatime,remount,user_id=0,group_id=0", &[]), (Some(0), String::new()));
+    std::fs::write(m.join("x"), b"1").unwrap();
+    assert_eq!(remount("ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0", &[]), (Some(0), String::new()));
+    let erofs = std::fs::write(m.join("x"), b"2").unwrap_err();
+    assert_eq!(erofs.raw_os_error(), Some(libc::EROFS));
     // comment= only annotates (mount(8), fstab): not a setting.
     assert_eq!(remount("remount,rw,comment=x-gvfs-show", &[]), (Some(0), String::new()));
     std::fs::write(m.join("x"), b"1").unwrap();

@@ -241,6 +241,9 @@ pub struct Settings {
     pub daemon_permissions: bool,
     /// `-o remount`: change an existing mount instead of creating one.
     pub remount: bool,
+    /// The first of the kernel's own FUSE options given ([`KERNEL_OPTIONS`]):
+    /// accepted on a remount only.
+    pub kernel_option: Option<String>,
     /// Engine settings given (a remount cannot change them), other than
     /// the quota, the node limit and the root's mode and owner, which a
     /// remount may repeat unchanged.
@@ -308,6 +311,13 @@ const MOUNT_ONLY_OPTIONS: &[&str] = &[
     "pid_file",
 ];
 
+/// The FUSE options the kernel shows for every mount (`/proc/self/mountinfo`:
+/// `user_id=0,group_id=0`, ...). mount(8) passes them back with a remount
+/// of a mount that has no fstab line (`mount -o remount,ro DIR`), so a
+/// remount accepts them; the kernel keeps its own values. Anywhere else they
+/// are refused: they are not ours to set.
+const KERNEL_OPTIONS: &[&str] = &["user_id", "group_id", "rootmode", "fd", "max_read", "blksize"];
+
 /// Options mount(8) and fstab use that mean nothing to the daemon.
 const IGNORED_OPTIONS: &[&str] = &[
     "defaults",
@@ -338,7 +348,9 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     let need = |v: Option<&'a str>| v.ok_or_else(|| format!("mount option {key} needs a value ({key}=...)"));
     let num = |v: &str| v.parse::<u32>().map_err(|_| format!("invalid value '{v}' for mount option {key}"));
     let k = key.replace('-', "_");
-    let mount_only = MOUNT_ONLY_OPTIONS.contains(&k.as_str()) || IGNORED_OPTIONS.contains(&k.as_str());
+    let mount_only = MOUNT_ONLY_OPTIONS.contains(&k.as_str())
+        || IGNORED_OPTIONS.contains(&k.as_str())
+        || KERNEL_OPTIONS.contains(&k.as_str());
     // What a remount may repeat unchanged (mount(8) merges an fstab line's
     // options into `mount -o remount,ro DIR`): checked against the running
     // mount then (`remount.rs`), not refused outright.
@@ -384,6 +396,9 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
         "foreground" => s.foreground = true,
         "no_auto_unmount" => s.auto_unmount = false,
         k if IGNORED_OPTIONS.contains(&k) => {}
+        k if KERNEL_OPTIONS.contains(&k) => {
+            s.kernel_option.get_or_insert_with(|| key.to_owned());
+        }
         k if k.starts_with("x_") || k.starts_with("comment") => {}
         _ => return Err(format!("unknown mount option '{key}' (see scratchfs --help)")),
     }
@@ -450,6 +465,11 @@ impl MountArgs {
         if s.threads == Some(0) {
             return Err("invalid thread count 0: need at least one request-handling thread".to_owned());
         }
+        if let Some(k) = s.kernel_option.as_ref().filter(|_| !s.remount) {
+            return Err(format!(
+                "mount option '{k}' is the kernel's own (shown in /proc/mounts), not a scratchfs setting"
+            ));
+        }
         Ok(s)
     }
 }
@@ -486,6 +506,15 @@ mod tests {
         let cli =
             Cli::try_parse_from(std::iter::once("scratchfs").chain(args.iter().copied())).map_err(|e| e.to_string())?;
         cli.mount.settings()
+    }
+
+    #[test]
+    fn the_kernels_own_options_pass_on_a_remount_only() {
+        // What mount(8) passes for `mount -o remount,ro DIR` without an fstab line.
+        let s = settings(&["/m", "-o", "ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0"]).unwrap();
+        assert!(s.remount && s.read_only && !s.engine_settings_given);
+        let e = settings(&["/m", "-o", "user_id=1000"]).unwrap_err();
+        assert!(e.contains("'user_id' is the kernel's own"), "{e}");
     }
 
     #[test]
