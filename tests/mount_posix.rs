@@ -1303,6 +1303,22 @@ fn copy_file_range(fs: &Fs) -> Transcript {
     t.same(format!("between files: {off} bytes copied byte for byte, stale cached pages replaced"));
     t.differs(format!("calls needed for {off} bytes, 4 MiB asked each time: {calls}"));
 
+    // One large call: tmpfs copies it whole; scratchfs copies at most 4 MiB
+    // per call (one request must not hold the mount's worker for long),
+    // and a loop gets it all.
+    let big = pattern(24 * MIB + 5, 13);
+    std::fs::write(fs.path("big"), &big).unwrap();
+    let big_in = file(&fs.path("big"), libc::O_RDONLY);
+    let big_out = file(&fs.path("big-copy"), libc::O_CREAT | libc::O_WRONLY);
+    let first = cfr(&big_in, Some(0), &big_out, Some(0), 64 * MIB).unwrap();
+    let mut off = first;
+    while let Ok(n @ 1..) = cfr(&big_in, Some(off), &big_out, Some(off), 64 * MIB) {
+        off += n;
+    }
+    drop(big_out);
+    same_bytes("a 24 MiB copy, looped", &std::fs::read(fs.path("big-copy")).unwrap(), &big);
+    t.differs(format!("24 MiB asked at once: {first} bytes copied by the first call"));
+
     // Within one file, non-overlapping.
     assert_eq!(cfr(&src, Some(0), &src, Some(2 * MIB as i64), MIB), Ok(MIB as i64));
     let mut want_src = src_data.clone();

@@ -421,3 +421,27 @@ fn eaccess(p: &Path, mode: i32) -> std::io::Result<()> {
     // SAFETY: a valid C path.
     check(unsafe { libc::faccessat(libc::AT_FDCWD, cpath(p).as_ptr(), mode, libc::AT_EACCESS) })
 }
+
+#[test]
+fn stats_show_file_paths_only_to_root_and_the_owner_and_print_names_escaped() {
+    let Some(m) = Mount::new(&["--size", "16M", "--allow-other"]) else { return };
+    open_parent(&m);
+    m.sh_ok(
+        r#"mkdir secret && chmod 700 secret && head -c 1048576 /dev/zero > secret/payroll \
+           && printf x > "$(printf 'esc\033[31mred')""#,
+    );
+    let mine = m.stats();
+    assert!(mine.largest_files.iter().any(|f| f.path == "/secret/payroll"), "{:?}", mine.largest_files);
+    // Another user cannot list secret/, nor learn its names from the stats;
+    // the figures (as `df` shows them) stay.
+    let out = as_nobody(BIN).arg("stats").arg(&m.path).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let theirs = scratchfs::report::Report::from_json(&out.stdout).expect("stats JSON");
+    assert!(theirs.largest_files.is_empty(), "shown to nobody: {:?}", theirs.largest_files);
+    assert!(theirs.quota.used_bytes >= 1 << 20 && theirs.nodes.used == mine.nodes.used, "{theirs:?}");
+    // Printed for people, a name's escape sequence shows escaped.
+    let out = Command::new(BIN).arg("stats").arg(&m.path).output().unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(!shown.contains('\x1b') && shown.contains(r"/esc\u{1b}[31mred"), "{shown}");
+    assert!(m.unmount().success());
+}

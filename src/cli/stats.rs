@@ -12,6 +12,20 @@ use super::units::human_bytes;
 use crate::fuse::STATS_XATTR;
 use crate::report::Report;
 
+/// `name` with control characters (a terminal's escape sequences, line
+/// breaks) and backslashes escaped, so that a file name shows as itself.
+fn printable(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn get_xattr(path: &Path, name: &[u8]) -> std::io::Result<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
     let n = CString::new(name).map_err(|_| std::io::Error::other("NUL in name"))?;
@@ -144,7 +158,7 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
                 human_bytes(file.size),
                 file.shape,
                 human_bytes(file.charged),
-                file.path
+                printable(&file.path)
             ));
         }
     }
@@ -174,5 +188,19 @@ pub fn run(args: &StatsArgs) -> Result<(), String> {
         }
         drop(stdout);
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn names_print_as_themselves_whatever_bytes_they_hold() {
+        assert_eq!(printable("src/main.rs"), "src/main.rs");
+        assert_eq!(printable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
+        assert_eq!(printable("a\x1b[31mred\x07"), r"a\u{1b}[31mred\u{7}");
+        assert_eq!(printable("two\nlines\\"), r"two\nlines\\");
+        assert_eq!(printable("c1\u{9b}"), r"c1\u{9b}");
     }
 }
