@@ -181,13 +181,14 @@ pub struct LargeFile {
 }
 
 impl Report {
-    /// Gathers a report from a live engine.
-    pub fn collect(engine: &Engine) -> Report {
+    /// Gathers a report from a live engine; the largest files (a scan of
+    /// the nodes and a walk for their paths) only `with_files`.
+    pub fn collect(engine: &Engine, with_files: bool) -> Report {
         let s = engine.stats();
         let cfg = engine.config();
         let guard = engine.guard_config();
-        let largest = engine.largest_files(LARGEST);
-        let paths = if s.nodes <= PATH_WALK_LIMIT {
+        let largest = if with_files { engine.largest_files(LARGEST) } else { Vec::new() };
+        let paths = if !largest.is_empty() && s.nodes <= PATH_WALK_LIMIT {
             paths_of(engine, &largest.iter().map(|f| f.0).collect::<Vec<_>>())
         } else {
             Vec::new()

@@ -13,11 +13,16 @@ use crate::fuse::STATS_XATTR;
 use crate::report::Report;
 
 /// `name` with control characters (a terminal's escape sequences, line
-/// breaks) and backslashes escaped, so that a file name shows as itself.
+/// breaks), invisible formatting characters (bidirectional overrides,
+/// zero-width spaces, line and paragraph separators) and backslashes
+/// escaped, so that a file name cannot disguise itself or the lines around
+/// it. (Bytes that are not UTF-8 arrive as U+FFFD: the report's paths are
+/// lossy.)
 fn printable(name: &str) -> String {
+    let invisible = |c: char| matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
-        if c.is_control() || c == '\\' {
+        if c.is_control() || invisible(c) || c == '\\' {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -202,5 +207,7 @@ mod tests {
         assert_eq!(printable("a\x1b[31mred\x07"), r"a\u{1b}[31mred\u{7}");
         assert_eq!(printable("two\nlines\\"), r"two\nlines\\");
         assert_eq!(printable("c1\u{9b}"), r"c1\u{9b}");
+        assert_eq!(printable("evil\u{202e}txt.exe"), r"evil\u{202e}txt.exe");
+        assert_eq!(printable("zero\u{200b}width"), r"zero\u{200b}width");
     }
 }

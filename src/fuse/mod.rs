@@ -287,11 +287,9 @@ impl FuseFs {
     /// may lie in directories the caller cannot read) only for root and
     /// the user the daemon runs as.
     fn stats_json(&self, caller_uid: u32) -> Vec<u8> {
-        let mut report = crate::report::Report::collect(&self.engine);
         // SAFETY: geteuid has no preconditions.
-        if caller_uid != 0 && caller_uid != unsafe { libc::geteuid() } {
-            report.largest_files.clear();
-        }
+        let with_files = caller_uid == 0 || caller_uid == unsafe { libc::geteuid() };
+        let mut report = crate::report::Report::collect(&self.engine, with_files);
         report.requests = self.requests.snapshot();
         report.busy_poll = self.busy_poll.as_ref().map(busy_poll::BusyPoll::stats);
         report.held_back = self.deferred.as_ref().map(|d| d.counts().snapshot()).unwrap_or_default();
