@@ -749,6 +749,64 @@ fn kill_9_without_auto_unmount_answers_enotconn_until_umount_l() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
 
+/// Puts `/dev/fuse`'s mode back on drop.
+struct DevFuseMode(u32);
+
+impl Drop for DevFuseMode {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// A user's mount (through fusermount3, without allow_other) whose daemon
+/// is killed is unmounted by the daemon's own watcher: fusermount3's
+/// `auto_unmount` cannot do it before libfuse 3.15 (src/fuse/mount.rs).
+#[test]
+fn a_users_mount_is_unmounted_when_its_daemon_is_killed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !common::mount::require_fuse() {
+        return;
+    }
+    assert!(
+        scratchfs::fuse::mount::fusermount().is_some(),
+        "a user's mount needs fusermount3 (the fuse3 package, which scripts/setup.sh installs)"
+    );
+    // What udev gives /dev/fuse on a Debian install; a container may not.
+    let _mode = DevFuseMode(std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777);
+    std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+    let bg = Background::new();
+    // nobody's directory, and a copy of the binary it may run wherever the build lives.
+    let bin = bg.dir().join("scratchfs");
+    std::fs::copy(BIN, &bin).unwrap();
+    for p in [bg.dir(), &bg.mnt] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(bg.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::mount::become_subreaper();
+    let out = reliability::as_nobody(bin.to_str().unwrap())
+        .arg(&bg.mnt)
+        .args(["--size", "16M", "--pid-file"])
+        .arg(&bg.pid_file)
+        .arg("--log-file")
+        .arg(&bg.log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mounting as nobody: {}", reliability::text(&out));
+    assert!(bg.log_text().contains("auto-unmount on"), "{}", bg.log_text());
+    // Only nobody may enter (no allow_other).
+    let script = format!("echo hi > {0}/f && cat {0}/f", bg.mnt.display());
+    let out = reliability::as_nobody("sh").arg("-c").arg(&script).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{}", reliability::text(&out));
+    let pid = bg.pid().expect("the daemon wrote its pid");
+    // SAFETY: killing the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(5), || !is_mounted(&bg.mnt)),
+        "the dead daemon's mount is still there: nothing unmounted it"
+    );
+}
+
 /// `--pid-file` and `--log-file` given as relative paths name files in the
 /// caller's directory, as every path on a command line does.
 #[test]

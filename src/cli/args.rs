@@ -186,7 +186,7 @@ pub struct MountArgs {
     /// Write the daemon's process id to this file once the mount is ready.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
-    /// Do not ask fusermount3 to unmount if the daemon dies.
+    /// Do not have a watcher process unmount if the daemon dies.
     #[arg(long)]
     pub no_auto_unmount: bool,
     /// Test hook: make requests naming this entry panic.

@@ -4,21 +4,22 @@
 //! `fuser::Session::from_fd`, so that we control the mount type
 //! (`fuse.scratchfs`), the options and the unmount path:
 //! - with `fusermount3` on the system (the `fuse3` package), it performs the
-//!   mount, and with `auto_unmount` it stays behind as a watcher that
-//!   unmounts if this process dies, even by SIGKILL;
+//!   mount, and with `auto_unmount` a watcher stays behind that unmounts if
+//!   this process dies, even by SIGKILL: `fusermount3` itself for root, our
+//!   own for other users ([`Watcher`]);
 //! - without it, root mounts with `mount(2)` directly; a crash then leaves
 //!   the mount point answering "Transport endpoint is not connected" until
 //!   someone runs `umount`.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use fuser::{Config, Session, SessionACL};
 
@@ -58,9 +59,22 @@ pub struct MountConfig {
 pub struct Mounted {
     fd: OwnedFd,
     mountpoint: PathBuf,
-    /// The `fusermount3` watcher and our end of its socket: closing the
+    watcher: Option<Watch>,
+}
+
+/// What unmounts if the daemon dies.
+enum Watch {
+    /// `fusermount3 -o auto_unmount` and our end of its socket: closing the
     /// socket (at exit) tells it to unmount.
-    watcher: Option<(UnixStream, Child)>,
+    Helper(UnixStream, Child),
+    /// Our own watcher, for a mount that is not root's: a shell that waits
+    /// on a pipe from us and runs `fusermount3 -u -z` unless told, before
+    /// the pipe closes, that we are done. `fusermount3`'s own watcher
+    /// cannot unmount such a mount without `allow_other` before libfuse
+    /// 3.15 (Debian 12 has 3.14): it checks the mount point by opening it,
+    /// as root, and the kernel refuses root entry to another user's FUSE
+    /// mount. `fusermount3 -u`, run as the owner, can.
+    Own(ChildStdin, Child),
 }
 
 impl std::fmt::Debug for Mounted {
@@ -221,7 +235,9 @@ impl MountConfig {
         let mut opts = self.flag_options();
         opts.push(format!("fsname={}", self.fsname.replace(',', "_")));
         opts.push("subtype=scratchfs".to_owned());
-        if self.auto_unmount {
+        // Root's mounts get fusermount3's watcher, other users' ours (`Watch`).
+        let own_watcher = self.auto_unmount && !is_root();
+        if self.auto_unmount && !own_watcher {
             opts.push("auto_unmount".to_owned());
         }
         let their_fd = theirs.as_raw_fd();
@@ -248,16 +264,24 @@ impl MountConfig {
         drop(theirs);
         match receive_fd(&ours) {
             Ok(fd) => {
-                let watcher = if self.auto_unmount {
+                let watcher = if self.auto_unmount && !own_watcher {
                     // fusermount3 stays as the watcher; keep its stderr from blocking it.
                     drop(child.stderr.take());
-                    Some((ours, child))
+                    Some(Watch::Helper(ours, child))
                 } else {
                     drop(ours);
                     let _ = child.wait();
                     None
                 };
-                Ok(Mounted { fd, mountpoint: self.mountpoint.clone(), watcher })
+                let mut mounted = Mounted { fd, mountpoint: self.mountpoint.clone(), watcher };
+                if own_watcher {
+                    match watch(helper, &self.mountpoint) {
+                        Ok(w) => mounted.watcher = Some(w),
+                        // Mounted still; a killed daemon would leave it to `fusermount3 -u`.
+                        Err(e) => log::warn!("no watcher to unmount if the daemon dies: {e}"),
+                    }
+                }
+                Ok(mounted)
             }
             Err(_) => {
                 drop(ours);
@@ -267,6 +291,31 @@ impl MountConfig {
             }
         }
     }
+}
+
+/// The line that tells our watcher the daemon is done (`Watch::Own`).
+const DONE: &[u8] = b"done\n";
+
+/// Starts our watcher for `mountpoint`: in a session of its own (no
+/// terminal's signals), in `/` (holding no directory of the mount's), its
+/// standard input the pipe from us. It unmounts with `helper` when the pipe
+/// closes without [`DONE`], which is how a killed daemon closes it.
+fn watch(helper: &Path, mountpoint: &Path) -> io::Result<Watch> {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", r#"IFS= read -r line; [ "$line" = done ] || exec "$0" -u -z -- "$1""#])
+        .arg(helper)
+        .arg(mountpoint)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() < 0 { Err(io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let mut child = cmd.spawn()?;
+    let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no pipe to the watcher"))?;
+    Ok(Watch::Own(stdin, child))
 }
 
 /// Receives the descriptor `fusermount3` passes over the socket.
@@ -367,15 +416,26 @@ impl Mounted {
     }
 }
 
-/// Keeps the `fusermount3` watcher's socket open for the life of the
-/// daemon; dropping it lets the watcher unmount and exit.
-pub struct Watcher(Option<(UnixStream, Child)>);
+/// Keeps the watcher's pipe or socket open for the life of the daemon;
+/// dropping it (the daemon is done, the mount gone or going) lets the
+/// watcher exit, `fusermount3`'s after unmounting.
+pub struct Watcher(Option<Watch>);
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        if let Some((sock, mut child)) = self.0.take() {
-            drop(sock);
-            let _ = child.wait();
+        match self.0.take() {
+            Some(Watch::Helper(sock, mut child)) => {
+                drop(sock);
+                let _ = child.wait();
+            }
+            Some(Watch::Own(mut pipe, mut child)) => {
+                // Told, it leaves the mount point alone: the same user may
+                // already have mounted there again.
+                let _ = pipe.write_all(DONE);
+                drop(pipe);
+                let _ = child.wait();
+            }
+            None => {}
         }
     }
 }
