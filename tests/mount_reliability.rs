@@ -807,6 +807,28 @@ fn a_users_mount_is_unmounted_when_its_daemon_is_killed() {
     );
 }
 
+/// A `--log-file` that cannot be opened fails the command and mounts
+/// nothing, in the background as in the foreground.
+#[test]
+fn a_log_file_that_cannot_be_opened_fails_the_mount() {
+    if !common::mount::require_fuse() {
+        return;
+    }
+    let bg = Background::new();
+    let missing = bg.dir().join("no-such-dir").join("daemon.log");
+    for foreground in [false, true] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(&bg.mnt).args(["--size", "16M", "--log-file"]).arg(&missing);
+        if foreground {
+            cmd.arg("--foreground");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("cannot open log file"), "foreground {foreground}: {err}");
+        assert!(!is_mounted(&bg.mnt), "foreground {foreground}: mounted anyway");
+    }
+}
+
 /// `--pid-file` and `--log-file` given as relative paths name files in the
 /// caller's directory, as every path on a command line does.
 #[test]

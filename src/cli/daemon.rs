@@ -211,11 +211,19 @@ pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
     let engine = Engine::new(plan.engine).map_err(|e| engine_error(&e, &plan.engine))?;
     let engine = Arc::new(engine);
     plan.inherited = inherited;
+    // Opened before anything is mounted, in the background too: a log file
+    // that cannot be written fails the command (it used to fall back to
+    // syslog there, silently for an fstab mount).
+    let log = plan
+        .log_file
+        .as_ref()
+        .map(|path| open_log(path).map_err(|e| format!("cannot open log file {}: {e}", path.display())))
+        .transpose()?;
     if !plan.foreground {
-        return daemonize(engine, &mut plan);
+        return daemonize(engine, &mut plan, log);
     }
-    if let Some(path) = &plan.log_file {
-        super::log::to_file(open_log(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))?);
+    if let Some(f) = log {
+        super::log::to_file(f);
     }
     serve(engine, &mut plan, None)
 }
@@ -249,7 +257,7 @@ fn ensure_descriptors(threads: usize) -> Result<(), String> {
     ))
 }
 
-fn daemonize(engine: Arc<Engine>, plan: &mut Plan) -> Result<(), String> {
+fn daemonize(engine: Arc<Engine>, plan: &mut Plan, log: Option<File>) -> Result<(), String> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -269,7 +277,7 @@ fn daemonize(engine: Arc<Engine>, plan: &mut Plan) -> Result<(), String> {
                 }
             }
             let notify = unsafe { File::from_raw_fd(fds[1]) };
-            detach(plan);
+            detach(log);
             let code = match serve(engine, plan, Some(notify)) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -300,16 +308,10 @@ fn open_log(path: &Path) -> std::io::Result<File> {
 }
 
 /// Detaches the background daemon from the terminal: stdio to /dev/null,
-/// logs to `--log-file` or syslog.
-fn detach(plan: &Plan) {
-    match &plan.log_file {
-        Some(path) => match open_log(path) {
-            Ok(f) => super::log::to_file(f),
-            Err(e) => {
-                log::error!("cannot open log file {}: {e}; logging to syslog", path.display());
-                super::log::to_syslog();
-            }
-        },
+/// logs to the `--log-file` opened before the fork, or to syslog.
+fn detach(log: Option<File>) {
+    match log {
+        Some(f) => super::log::to_file(f),
         None => super::log::to_syslog(),
     }
     // SAFETY: setsid/open/dup2/chdir are called with valid arguments.

@@ -60,6 +60,11 @@ pub fn fetch(mountpoint: &Path) -> Result<Report, String> {
         Some(libc::ENODATA | libc::ENOTSUP) => format!("{} is not a scratchfs mount point", mountpoint.display()),
         Some(libc::ENOENT) => format!("{} does not exist", mountpoint.display()),
         Some(libc::ENOTCONN) => format!("{}: the scratchfs daemon is gone (umount it)", mountpoint.display()),
+        Some(libc::EACCES) => format!(
+            "cannot read stats from {}: permission denied (a mount made without --allow-other admits only the \
+             user who mounted it, not even root)",
+            mountpoint.display()
+        ),
         _ => format!("cannot read stats from {}: {e}", mountpoint.display()),
     })?;
     Report::from_json(&raw).map_err(|e| format!("{}: unreadable stats ({e})", mountpoint.display()))
