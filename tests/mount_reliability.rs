@@ -807,6 +807,19 @@ fn a_users_mount_is_unmounted_when_its_daemon_is_killed() {
     );
 }
 
+/// Runs `scratchfs MNT ARGS` in the background, then in the foreground
+/// (`-f`): whether in the foreground, and the output.
+fn in_both_modes(mnt: &Path, args: &[&std::ffi::OsStr]) -> [(bool, std::process::Output); 2] {
+    [false, true].map(|foreground| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(mnt).args(args);
+        if foreground {
+            cmd.arg("-f");
+        }
+        (foreground, cmd.output().unwrap())
+    })
+}
+
 /// A `--log-file` that cannot be opened fails the command and mounts
 /// nothing, in the background as in the foreground.
 #[test]
@@ -816,13 +829,9 @@ fn a_log_file_that_cannot_be_opened_fails_the_mount() {
     }
     let bg = Background::new();
     let missing = bg.dir().join("no-such-dir").join("daemon.log");
-    for foreground in [false, true] {
-        let mut cmd = Command::new(BIN);
-        cmd.arg(&bg.mnt).args(["--size", "16M", "--log-file"]).arg(&missing);
-        if foreground {
-            cmd.arg("--foreground");
-        }
-        let out = cmd.output().unwrap();
+    for (foreground, out) in
+        in_both_modes(&bg.mnt, &["--size".as_ref(), "16M".as_ref(), "--log-file".as_ref(), missing.as_os_str()])
+    {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("cannot open log file"), "foreground {foreground}: {err}");
         assert!(!is_mounted(&bg.mnt), "foreground {foreground}: mounted anyway");
@@ -910,13 +919,9 @@ fn mounting_on_a_mount_point_is_refused_and_the_mount_keeps_serving() {
     let Some(m) = Mount::new(&["--size", "16M"]) else { return };
     std::fs::write(m.join("keep"), b"still here").unwrap();
     let pid_file = m.path.parent().unwrap().join("second.pid");
-    for foreground in [false, true] {
-        let mut cmd = Command::new(BIN);
-        cmd.arg(&m.path).args(["--size", "16M", "--pid-file"]).arg(&pid_file);
-        if foreground {
-            cmd.arg("-f");
-        }
-        let out = cmd.output().unwrap();
+    for (_, out) in
+        in_both_modes(&m.path, &["--size".as_ref(), "16M".as_ref(), "--pid-file".as_ref(), pid_file.as_os_str()])
+    {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a second mount on a mount point must fail");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
