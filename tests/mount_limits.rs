@@ -290,6 +290,15 @@ fn guard_at_mount_refuses_or_warns_when_the_quota_exceeds_the_cgroup_limit() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("memory is short"));
     assert!(bg.stop());
+    // So is any percentage: one of what the guard lets the filesystem have
+    // (the cgroup's memory less the headroom), 100% included.
+    let bg = Background::new();
+    let out = start_in_cgroup(&bg, &cg, &["--size", "100%"]);
+    assert!(out.status.success(), "--size 100%: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).arg("stats").arg("--json").arg(&bg.mnt).output().unwrap();
+    let quota = scratchfs::report::Report::from_json(&out.stdout).unwrap().quota.max_bytes;
+    assert!(quota > CG_LIMIT / 2 && quota <= CG_LIMIT - (32 << 20), "quota {} in {}", mib(quota), mib(CG_LIMIT));
+    assert!(bg.stop());
 }
 
 // ---------------------------------------------------------------------------

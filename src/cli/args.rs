@@ -108,7 +108,7 @@ pub struct MountArgs {
     #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2, required = true)]
     pub paths: Vec<PathBuf>,
     /// Hard quota: bytes with K/M/G/T suffixes (powers of 1024) or a percentage of
-    /// available memory ("25%"). Default: 50% of available memory (cgroup-aware).
+    /// available memory (cgroup-aware) less the guard's headroom ("25%"). Default: 50%.
     #[arg(short, long, value_parser = parse_size)]
     pub size: Option<SizeSpec>,
     /// Node limit (k/m suffixes: powers of 1024). Default: only the quota limits nodes.

@@ -53,13 +53,16 @@ impl Plan {
         let needs_memory = s.size.is_none_or(|z| matches!(z, SizeSpec::Percent(_)))
             || [s.promotion_limit, s.guard_headroom].iter().any(|z| matches!(z, Some(SizeSpec::Percent(_))));
         let available = if needs_memory { available_memory()? } else { 0 };
-        let max_bytes = s.size.unwrap_or(SizeSpec::Percent(50.0)).resolve(available);
+        let defaults = GuardConfig::default();
+        let headroom = s.guard_headroom.map_or(defaults.headroom, |z| z.resolve(available));
+        // A percentage quota is of what the memory guard lets the filesystem
+        // have, the available memory less the headroom: even 100% mounts.
+        let max_bytes = s.size.unwrap_or(SizeSpec::Percent(50.0)).resolve(available.saturating_sub(headroom));
         if max_bytes < 64 * 1024 {
             return Err(format!("a quota of {} is too small: give --size at least 64K", human_bytes(max_bytes)));
         }
         // SAFETY: geteuid/getegid have no preconditions.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let defaults = GuardConfig::default();
         let mut engine = EngineConfig::with_quota(max_bytes);
         engine.max_nodes = s.max_nodes;
         engine.storage = s.storage.unwrap_or(engine.storage);
@@ -68,7 +71,7 @@ impl Plan {
             mode: s.guard_mode.unwrap_or(defaults.mode),
             action: s.guard_action.unwrap_or(defaults.action),
             interval: s.guard_interval.unwrap_or(defaults.interval),
-            headroom: s.guard_headroom.map_or(defaults.headroom, |z| z.resolve(available)),
+            headroom,
         };
         engine.root_mode = s.mode.unwrap_or(0o1777);
         engine.root_uid = s.uid.unwrap_or(euid);
