@@ -784,15 +784,18 @@ fn a_users_mount_is_unmounted_when_its_daemon_is_killed() {
     }
     std::fs::set_permissions(bg.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     common::mount::become_subreaper();
-    let out = reliability::as_nobody(bin.to_str().unwrap())
-        .arg(&bg.mnt)
-        .args(["--size", "16M", "--pid-file"])
-        .arg(&bg.pid_file)
-        .arg("--log-file")
-        .arg(&bg.log)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mounting as nobody: {}", reliability::text(&out));
+    let mount = || {
+        let out = reliability::as_nobody(bin.to_str().unwrap())
+            .arg(&bg.mnt)
+            .args(["--size", "16M", "--pid-file"])
+            .arg(&bg.pid_file)
+            .arg("--log-file")
+            .arg(&bg.log)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mounting as nobody: {}", reliability::text(&out));
+    };
+    mount();
     assert!(bg.log_text().contains("auto-unmount on"), "{}", bg.log_text());
     // Only nobody may enter (no allow_other).
     let script = format!("echo hi > {0}/f && cat {0}/f", bg.mnt.display());
@@ -805,18 +808,56 @@ fn a_users_mount_is_unmounted_when_its_daemon_is_killed() {
         wait_until(Duration::from_secs(5), || !is_mounted(&bg.mnt)),
         "the dead daemon's mount is still there: nothing unmounted it"
     );
+    // Ended cleanly (by fusermount3 -u, or by SIGTERM with a directory of
+    // the mount still in use), a daemon's watcher leaves alone the mount
+    // its user makes there next.
+    for how in ["fusermount3", "SIGTERM while busy"] {
+        mount();
+        let pid = bg.pid().expect("the daemon wrote its pid");
+        let busy = if how == "fusermount3" {
+            let out = reliability::as_nobody("fusermount3").arg("-u").arg(&bg.mnt).output().unwrap();
+            assert!(out.status.success(), "fusermount3 -u: {}", reliability::text(&out));
+            None
+        } else {
+            let keep = format!("cd {} && exec sleep 10", bg.mnt.display());
+            let busy = reliability::as_nobody("sh").arg("-c").arg(keep).spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: signalling the daemon this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            Some(busy)
+        };
+        assert!(wait_until(Duration::from_secs(2), || !is_mounted(&bg.mnt)), "{how}: still mounted");
+        mount();
+        // The first daemon exits (after its grace period, if busy) and its watcher with it.
+        assert!(wait_until(Duration::from_secs(5), || reliability::reap(pid)), "{how}: the first daemon lingers");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(is_mounted(&bg.mnt), "{how}: the next mount was unmounted when the first daemon ended");
+        if let Some(mut busy) = busy {
+            let _ = busy.kill();
+            let _ = busy.wait();
+        }
+        let out = reliability::as_nobody("fusermount3").arg("-u").arg(&bg.mnt).output().unwrap();
+        assert!(out.status.success(), "{how}: fusermount3 -u: {}", reliability::text(&out));
+        assert!(wait_until(Duration::from_secs(5), || !is_mounted(&bg.mnt)));
+    }
 }
 
 /// Runs `scratchfs MNT ARGS` in the background, then in the foreground
 /// (`-f`): whether in the foreground, and the output.
+/// (A foreground daemon that mounted after all is killed after 10 s, so
+/// that the test fails rather than waits for it.)
 fn in_both_modes(mnt: &Path, args: &[&std::ffi::OsStr]) -> [(bool, std::process::Output); 2] {
     [false, true].map(|foreground| {
         let mut cmd = Command::new(BIN);
-        cmd.arg(mnt).args(args);
+        cmd.arg(mnt).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         if foreground {
             cmd.arg("-f");
         }
-        (foreground, cmd.output().unwrap())
+        let mut child = cmd.spawn().unwrap();
+        if !wait_until(Duration::from_secs(10), || child.try_wait().is_ok_and(|s| s.is_some())) {
+            let _ = child.kill();
+        }
+        (foreground, child.wait_with_output().unwrap())
     })
 }
 

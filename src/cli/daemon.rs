@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::args::Settings;
 use super::units::{SizeSpec, human_bytes};
-use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, MemoryProbe, NoSpaceCause};
-use crate::fuse::mount::{MountConfig, is_mounted, unmount};
+use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, GuardMode, MemoryProbe, NoSpaceCause};
+use crate::fuse::mount::{MountConfig, WatchPipe, is_mounted, unmount};
 use crate::fuse::{AdapterOptions, FuseFs};
 
 /// Readahead window for the mount, in KiB: the size of a FUSE request.
@@ -37,6 +37,8 @@ pub struct Plan {
     /// Descriptors this process inherited, closed once it runs as a daemon.
     pub inherited: Vec<i32>,
     pub adapter: AdapterOptions,
+    /// `--size` as a percentage, if so given (or by default).
+    pub size_percent: Option<f64>,
 }
 
 /// Memory available to this process (cgroup-aware), for percentage sizes.
@@ -55,9 +57,25 @@ impl Plan {
         let available = if needs_memory { available_memory()? } else { 0 };
         let defaults = GuardConfig::default();
         let headroom = s.guard_headroom.map_or(defaults.headroom, |z| z.resolve(available));
+        let guard_mode = s.guard_mode.unwrap_or(defaults.mode);
         // A percentage quota is of what the memory guard lets the filesystem
-        // have, the available memory less the headroom: even 100% mounts.
-        let max_bytes = s.size.unwrap_or(SizeSpec::Percent(50.0)).resolve(available.saturating_sub(headroom));
+        // have: the available memory less the headroom it keeps (none
+        // without a guard), so that even 100% mounts.
+        let size = s.size.unwrap_or(SizeSpec::Percent(50.0));
+        let size_percent = match size {
+            SizeSpec::Percent(p) => Some(p),
+            SizeSpec::Bytes(_) => None,
+        };
+        let usable = if guard_mode == GuardMode::None { available } else { available.saturating_sub(headroom) };
+        if size_percent.is_some() && usable == 0 {
+            return Err(format!(
+                "no memory to give a percentage of: {} available, and the memory guard keeps {} of it free \
+                 (give --size in bytes, or a smaller --guard-headroom)",
+                human_bytes(available),
+                human_bytes(headroom)
+            ));
+        }
+        let max_bytes = size.resolve(usable);
         if max_bytes < 64 * 1024 {
             return Err(format!("a quota of {} is too small: give --size at least 64K", human_bytes(max_bytes)));
         }
@@ -68,7 +86,7 @@ impl Plan {
         engine.storage = s.storage.unwrap_or(engine.storage);
         engine.promotion_limit = s.promotion_limit.map_or(engine.promotion_limit, |z| z.resolve(available));
         engine.guard = GuardConfig {
-            mode: s.guard_mode.unwrap_or(defaults.mode),
+            mode: guard_mode,
             action: s.guard_action.unwrap_or(defaults.action),
             interval: s.guard_interval.unwrap_or(defaults.interval),
             headroom,
@@ -150,6 +168,7 @@ impl Plan {
             pid_file: s.pid_file.map(absolute).transpose()?,
             mount_lock: Some(mount_lock),
             inherited: Vec::new(),
+            size_percent,
             adapter: AdapterOptions {
                 panic_on_name: s.panic_on_name.map(String::into_bytes),
                 busy_poll,
@@ -211,7 +230,17 @@ fn engine_error(e: &FsError, cfg: &EngineConfig) -> String {
 /// or once the background daemon reports the mount ready.
 pub fn run(mut plan: Plan, inherited: Vec<i32>) -> Result<(), String> {
     ensure_descriptors(plan.threads)?;
-    let engine = Engine::new(plan.engine).map_err(|e| engine_error(&e, &plan.engine))?;
+    let engine = match (Engine::new(plan.engine), plan.size_percent) {
+        // The guard's own reading, a moment after the one the percentage
+        // was taken of, found less (the daemon has allocated since, or
+        // another process has): the percentage is of that.
+        (Err(FsError::NoSpace(NoSpaceCause::MemoryGuard { available, .. })), Some(p)) => {
+            plan.engine.max_bytes = SizeSpec::Percent(p).resolve(available);
+            Engine::new(plan.engine)
+        }
+        (r, _) => r,
+    }
+    .map_err(|e| engine_error(&e, &plan.engine))?;
     let engine = Arc::new(engine);
     plan.inherited = inherited;
     // Opened before anything is mounted, in the background too: a log file
@@ -377,24 +406,28 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         }
     };
     let signal_mp = mp.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: set is initialised; sig is a valid out pointer.
-            unsafe { libc::sigwait(&set, &mut sig) };
-            log::info!("signal {sig}: unmounting {}", signal_mp.display());
-            if let Err(e) = unmount(&signal_mp) {
-                log::warn!("unmounting {} failed: {e}", signal_mp.display());
-            }
-            std::thread::sleep(GRACE);
-            log::warn!(
-                "{} is still in use after unmounting; exiting (its users now get ENOTCONN)",
-                signal_mp.display()
-            );
-            std::process::exit(0);
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let watch_pipe = watcher.pipe();
+    let signals = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut sig = 0;
+        // SAFETY: set is initialised; sig is a valid out pointer.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        log::info!("signal {sig}: unmounting {}", signal_mp.display());
+        match unmount(&signal_mp) {
+            // Gone from the mount table: the exit below, if the mount is
+            // still busy, must not have our watcher unmount whatever is
+            // mounted there next.
+            Ok(()) => watch_pipe.iter().for_each(WatchPipe::done_if_unmounted),
+            Err(e) => log::warn!("unmounting {} failed: {e}", signal_mp.display()),
+        }
+        std::thread::sleep(GRACE);
+        log::warn!("{} is still in use after unmounting; exiting (its users now get ENOTCONN)", signal_mp.display());
+        std::process::exit(0);
+    });
+    if let Err(e) = signals {
+        drop(session);
+        let _ = unmount(&mp);
+        return fail(&mut notify, format!("cannot start the signal thread: {e}"));
+    }
     // Streaming reads: let the kernel ask for up to 1 MiB (the request size)
     // at a time instead of its default 128 KiB readahead window.
     if let Err(e) = crate::fuse::mount::set_read_ahead(&mp, READ_AHEAD_KIB) {

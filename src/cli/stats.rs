@@ -62,7 +62,7 @@ pub fn fetch(mountpoint: &Path) -> Result<Report, String> {
         Some(libc::ENOTCONN) => format!("{}: the scratchfs daemon is gone (umount it)", mountpoint.display()),
         Some(libc::EACCES) => format!(
             "cannot read stats from {}: permission denied (a mount made without --allow-other admits only the \
-             user who mounted it, not even root)",
+             user who mounted it, not even root; with it, the root directory's mode applies)",
             mountpoint.display()
         ),
         _ => format!("cannot read stats from {}: {e}", mountpoint.display()),

@@ -24,6 +24,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use fuser::{Config, Session, SessionACL};
 
 use crate::mountinfo;
+use crate::sync::Mutex;
 
 use super::FuseFs;
 
@@ -51,7 +52,8 @@ pub struct MountConfig {
     pub noatime: bool,
     /// Mode of the root directory (for the kernel's `rootmode`).
     pub root_mode: u32,
-    /// Unmount automatically if the daemon dies (needs `fusermount3`).
+    /// Unmount automatically if the daemon dies (needs `fusermount3`: its
+    /// watcher for root's mounts, ours for others', `Watch`).
     pub auto_unmount: bool,
 }
 
@@ -69,12 +71,44 @@ enum Watch {
     Helper(UnixStream, Child),
     /// Our own watcher, for a mount that is not root's: a shell that waits
     /// on a pipe from us and runs `fusermount3 -u -z` unless told, before
-    /// the pipe closes, that we are done. `fusermount3`'s own watcher
-    /// cannot unmount such a mount without `allow_other` before libfuse
-    /// 3.15 (Debian 12 has 3.14): it checks the mount point by opening it,
-    /// as root, and the kernel refuses root entry to another user's FUSE
-    /// mount. `fusermount3 -u`, run as the owner, can.
-    Own(ChildStdin, Child),
+    /// the pipe closes, that the mount is gone ([`WatchPipe`]).
+    /// `fusermount3`'s own watcher cannot unmount such a mount without
+    /// `allow_other` before libfuse 3.15 (Debian 12 has 3.14): it checks
+    /// the mount point by opening it, as root, and the kernel refuses root
+    /// entry to another user's FUSE mount. `fusermount3 -u`, run as the
+    /// owner, can.
+    Own(WatchPipe, Child),
+}
+
+/// The pipe to our own watcher, shared with the thread that unmounts on a
+/// signal.
+#[derive(Clone)]
+pub struct WatchPipe {
+    pipe: std::sync::Arc<Mutex<Option<ChildStdin>>>,
+    /// The watched mount's device (`major:minor`), if it could be read.
+    device: Option<String>,
+}
+
+impl WatchPipe {
+    /// Tells the watcher to leave the mount point alone, if our mount has
+    /// left the mount table: the same user may mount there again at once.
+    /// While it is still there the watcher stays ready to unmount it, so
+    /// that a daemon that ends without unmounting (an abort, a panic, a
+    /// kill) leaves no dead mount behind.
+    pub fn done_if_unmounted(&self) {
+        if self.device.as_deref().is_some_and(device_mounted) {
+            return;
+        }
+        let mut pipe = self.pipe.lock();
+        if let Some(mut p) = pipe.take() {
+            let _ = p.write_all(DONE);
+        }
+    }
+
+    /// Closes the pipe: the watcher unmounts unless told otherwise before.
+    fn close(&self) {
+        drop(self.pipe.lock().take());
+    }
 }
 
 impl std::fmt::Debug for Mounted {
@@ -236,7 +270,7 @@ impl MountConfig {
         opts.push(format!("fsname={}", self.fsname.replace(',', "_")));
         opts.push("subtype=scratchfs".to_owned());
         // Root's mounts get fusermount3's watcher, other users' ours (`Watch`).
-        let own_watcher = self.auto_unmount && !is_root();
+        let own_watcher = self.auto_unmount && !owned_by_root();
         if self.auto_unmount && !own_watcher {
             opts.push("auto_unmount".to_owned());
         }
@@ -293,7 +327,7 @@ impl MountConfig {
     }
 }
 
-/// The line that tells our watcher the daemon is done (`Watch::Own`).
+/// The line that tells our watcher our mount is gone (`Watch::Own`).
 const DONE: &[u8] = b"done\n";
 
 /// Starts our watcher for `mountpoint`: in a session of its own (no
@@ -315,7 +349,8 @@ fn watch(helper: &Path, mountpoint: &Path) -> io::Result<Watch> {
     }
     let mut child = cmd.spawn()?;
     let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no pipe to the watcher"))?;
-    Ok(Watch::Own(stdin, child))
+    let pipe = WatchPipe { pipe: std::sync::Arc::new(Mutex::new(Some(stdin))), device: mount_device(mountpoint) };
+    Ok(Watch::Own(pipe, child))
 }
 
 /// Receives the descriptor `fusermount3` passes over the socket.
@@ -387,7 +422,7 @@ impl Mounted {
         &self.mountpoint
     }
 
-    /// Whether a `fusermount3` watcher will unmount if this process dies.
+    /// Whether a watcher will unmount if this process dies.
     pub fn auto_unmount(&self) -> bool {
         self.watcher.is_some()
     }
@@ -417,9 +452,20 @@ impl Mounted {
 }
 
 /// Keeps the watcher's pipe or socket open for the life of the daemon;
-/// dropping it (the daemon is done, the mount gone or going) lets the
-/// watcher exit, `fusermount3`'s after unmounting.
+/// dropping it lets the watcher exit: `fusermount3`'s after unmounting,
+/// ours after unmounting too unless our mount is already gone.
 pub struct Watcher(Option<Watch>);
+
+impl Watcher {
+    /// The pipe to our own watcher, for the thread that unmounts on a
+    /// signal ([`WatchPipe::done_if_unmounted`]).
+    pub fn pipe(&self) -> Option<WatchPipe> {
+        match &self.0 {
+            Some(Watch::Own(pipe, _)) => Some(pipe.clone()),
+            _ => None,
+        }
+    }
+}
 
 impl Drop for Watcher {
     fn drop(&mut self) {
@@ -428,11 +474,9 @@ impl Drop for Watcher {
                 drop(sock);
                 let _ = child.wait();
             }
-            Some(Watch::Own(mut pipe, mut child)) => {
-                // Told, it leaves the mount point alone: the same user may
-                // already have mounted there again.
-                let _ = pipe.write_all(DONE);
-                drop(pipe);
+            Some(Watch::Own(pipe, mut child)) => {
+                pipe.done_if_unmounted();
+                pipe.close();
                 let _ = child.wait();
             }
             None => {}
