@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, FileKind, GuardAction, GuardMode, Ino, StoragePolicy};
+use crate::engine::{Engine, FileKind, Ino};
 
 /// How many of the largest files a report lists.
 pub const LARGEST: usize = 10;
@@ -218,29 +218,12 @@ impl Report {
                 late: s.refusals.late,
             },
             memory_guard: Guard {
-                mode: match guard.mode {
-                    GuardMode::None => "none",
-                    GuardMode::Init => "init",
-                    GuardMode::PerWrite => "per-write",
-                }
-                .to_owned(),
-                action: match guard.action {
-                    GuardAction::Deny => "deny",
-                    GuardAction::Warn => "warn",
-                }
-                .to_owned(),
+                mode: guard.mode.name().to_owned(),
+                action: guard.action.name().to_owned(),
                 available_bytes: s.guard_available,
                 warnings: s.guard_warnings,
             },
-            storage: Storage {
-                policy: match cfg.storage {
-                    StoragePolicy::Auto => "auto",
-                    StoragePolicy::Sequential => "sequential",
-                    StoragePolicy::RandomAccess => "random-access",
-                }
-                .to_owned(),
-                promotion_limit: cfg.promotion_limit,
-            },
+            storage: Storage { policy: cfg.storage.name().to_owned(), promotion_limit: cfg.promotion_limit },
             largest_files: largest
                 .iter()
                 .map(|&(ino, size, charged, shape)| LargeFile {

@@ -437,16 +437,17 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
     super::alloc::quiet_panics();
     let cfg = engine.config();
     log::info!(
-        "scratchfs mounted on {}: quota {}, memory baseline {}, node limit {}, storage {:?}, guard {:?}/{:?}, \
-         {} threads{}{}",
+        "scratchfs mounted on {}: quota {}, memory baseline {}, node limit {}, storage {}, guard {}/{}, \
+         {} thread{}{}{}",
         mp.display(),
         human_bytes(cfg.max_bytes),
         human_bytes(baseline),
         cfg.max_nodes.map_or("none".to_owned(), |n| n.to_string()),
-        cfg.storage,
-        cfg.guard.mode,
-        cfg.guard.action,
+        cfg.storage.name(),
+        cfg.guard.mode.name(),
+        cfg.guard.action.name(),
         plan.threads,
+        if plan.threads == 1 { "" } else { "s" },
         if plan.adapter.busy_poll { ", busy polling" } else { "" },
         if auto_unmount { ", auto-unmount on" } else { "" }
     );

@@ -36,6 +36,38 @@ pub enum GuardAction {
     Warn,
 }
 
+impl StoragePolicy {
+    /// The name the command line and the stats use.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoragePolicy::Auto => "auto",
+            StoragePolicy::Sequential => "sequential",
+            StoragePolicy::RandomAccess => "random-access",
+        }
+    }
+}
+
+impl GuardMode {
+    /// The name the command line and the stats use.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardMode::None => "none",
+            GuardMode::Init => "init",
+            GuardMode::PerWrite => "per-write",
+        }
+    }
+}
+
+impl GuardAction {
+    /// The name the command line and the stats use.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardAction::Deny => "deny",
+            GuardAction::Warn => "warn",
+        }
+    }
+}
+
 /// Memory guard settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuardConfig {
