@@ -276,6 +276,8 @@ fn guard_at_mount_refuses_or_warns_when_the_quota_exceeds_the_cgroup_limit() {
     eprintln!("--memory-guard init --guard-action warn: {}", err.trim());
     assert!(out.status.success(), "{err}");
     assert!(err.contains("memory is short"), "{err}");
+    // And in the daemon's log, which was set up after that was said.
+    assert!(bg.log_text().contains("mounted anyway, as --guard-action warn asks"), "{}", bg.log_text());
     let pid = bg.pid().unwrap();
     assert!(cg.procs().contains(&pid), "the daemon runs inside the cgroup");
     std::fs::write(bg.mnt.join("f"), b"served").unwrap();

@@ -451,6 +451,18 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         if plan.adapter.busy_poll { ", busy polling" } else { "" },
         if auto_unmount { ", auto-unmount on" } else { "" }
     );
+    // The guard's warning at mount went to the terminal, before this log
+    // was set up (a background daemon's is set up after the fork).
+    let stats = engine.stats();
+    if stats.guard_warnings > 0 {
+        log::warn!(
+            "memory is short: the quota ({}) is larger than the memory available to scratchfs at mount ({} at the \
+             guard's reading, less its {} headroom); mounted anyway, as --guard-action warn asks",
+            human_bytes(cfg.max_bytes),
+            stats.guard_available.map_or("unknown".to_owned(), human_bytes),
+            human_bytes(cfg.guard.headroom)
+        );
+    }
     let pid = format!("{}\n", std::process::id());
     if let Some(path) = &plan.pid_file
         && let Err(e) = std::fs::write(path, &pid)
