@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::args::Settings;
 use super::units::{SizeSpec, human_bytes};
 use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, GuardMode, MemoryProbe, NoSpaceCause};
-use crate::fuse::mount::{MountConfig, WatchPipe, is_mounted, unmount};
+use crate::fuse::mount::{MountConfig, is_mounted, unmount};
 use crate::fuse::{AdapterOptions, FuseFs};
 
 /// Readahead window for the mount, in KiB: the size of a FUSE request.
@@ -416,7 +416,11 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
             // Gone from the mount table: the exit below, if the mount is
             // still busy, must not have our watcher unmount whatever is
             // mounted there next.
-            Ok(()) => watch_pipe.iter().for_each(WatchPipe::done_if_unmounted),
+            Ok(()) => {
+                if let Some(pipe) = &watch_pipe {
+                    pipe.done_if_unmounted();
+                }
+            }
             Err(e) => log::warn!("unmounting {} failed: {e}", signal_mp.display()),
         }
         std::thread::sleep(GRACE);

@@ -399,7 +399,7 @@ impl Engine {
             st.meta.uid = set.uid.unwrap_or(st.meta.uid);
             st.meta.gid = set.gid.unwrap_or(st.meta.gid);
             if !node.is_dir() {
-                st.kill_suidgid(keep);
+                st.meta.kill_suidgid(keep);
                 self.kill_capability(&mut st);
             }
         }

@@ -64,7 +64,13 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// [`NodeState::kill_suidgid`], on the attributes alone.
+    /// Clears set-user-ID, and set-group-ID where Linux does
+    /// (`setattr_should_drop_sgid`): when the file is group-executable, or
+    /// when the caller may not keep it, being neither in the file's group
+    /// nor privileged. Linux does this when an unprivileged caller writes,
+    /// truncates or fallocates a file, and on every change of owner.
+    /// `may_keep_sgid` is [`NodeState::may_keep_sgid`] for the caller.
+    /// Returns whether a bit was cleared.
     pub(crate) fn kill_suidgid(&mut self, may_keep_sgid: bool) -> bool {
         let perm = u32::from(self.perm);
         let mut clear = libc::S_ISUID;
@@ -190,21 +196,10 @@ impl NodeState {
         self.meta.ctime = now;
     }
 
-    /// Clears set-user-ID, and set-group-ID where Linux does
-    /// (`setattr_should_drop_sgid`): when the file is group-executable, or
-    /// when the caller may not keep it, being neither in the file's group
-    /// nor privileged. Linux does this when an unprivileged caller writes,
-    /// truncates or fallocates a file, and on every change of owner.
-    /// `may_keep_sgid` is [`NodeState::may_keep_sgid`] for the caller.
-    /// Returns whether a bit was cleared.
-    pub(crate) fn kill_suidgid(&mut self, may_keep_sgid: bool) -> bool {
-        self.meta.kill_suidgid(may_keep_sgid)
-    }
-
-    /// [`NodeState::kill_suidgid`] for a change made by `caller`.
+    /// [`Meta::kill_suidgid`] for a change made by `caller`.
     pub(crate) fn kill_suidgid_by(&mut self, caller: &Caller) -> bool {
         let keep = self.may_keep_sgid(caller);
-        self.kill_suidgid(keep)
+        self.meta.kill_suidgid(keep)
     }
 
     /// Whether `caller` may keep a set-group-ID bit that is not
