@@ -152,8 +152,16 @@ pub struct Guard {
     pub mode: String,
     /// `deny` or `warn`.
     pub action: String,
-    /// Latest reading of available memory.
+    /// Latest reading of available memory (refreshed for the report when
+    /// older than the guard's interval).
     pub available_bytes: Option<u64>,
+    /// Age of that reading, in ms.
+    #[serde(default)]
+    pub reading_age_ms: Option<u64>,
+    /// What the guard would let be allocated now: the reading, less what the
+    /// quota took since it and the guard's headroom.
+    #[serde(default)]
+    pub usable_bytes: Option<u64>,
     /// Warnings issued in `warn` mode.
     pub warnings: u64,
 }
@@ -187,6 +195,7 @@ impl Report {
         let s = engine.stats();
         let cfg = engine.config();
         let guard = engine.guard_config();
+        let reading = engine.guard_status();
         let largest = if with_files { engine.largest_files(LARGEST) } else { Vec::new() };
         let paths = if !largest.is_empty() && s.nodes <= PATH_WALK_LIMIT {
             paths_of(engine, &largest.iter().map(|f| f.0).collect::<Vec<_>>())
@@ -220,7 +229,9 @@ impl Report {
             memory_guard: Guard {
                 mode: guard.mode.name().to_owned(),
                 action: guard.action.name().to_owned(),
-                available_bytes: s.guard_available,
+                available_bytes: reading.map(|r| r.available),
+                reading_age_ms: reading.map(|r| u64::try_from(r.age.as_millis()).unwrap_or(u64::MAX)),
+                usable_bytes: reading.map(|r| r.usable),
                 warnings: s.guard_warnings,
             },
             storage: Storage { policy: cfg.storage.name().to_owned(), promotion_limit: cfg.promotion_limit },

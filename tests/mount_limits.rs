@@ -105,14 +105,23 @@ fn guard_holds(
     if !reclaims {
         assert_eq!(cg.read_u64("memory.failcnt"), 0, "the cgroup never reached its limit: {}", cg.summary());
     }
+    std::thread::sleep(std::time::Duration::from_millis(150));
     let r = stats();
+    let g = &r.memory_guard;
     eprintln!(
-        "  stats: used {}, memory-guard refusals {}, guard's last reading {:?}",
+        "  stats: used {}, memory-guard refusals {}, guard's reading {:?} ({:?} ms old), usable {:?}",
         mib(r.quota.used_bytes),
         r.refusals.memory_guard,
-        r.memory_guard.available_bytes.map(mib)
+        g.available_bytes.map(mib),
+        g.reading_age_ms,
+        g.usable_bytes.map(mib)
     );
     assert!(r.refusals.memory_guard >= 1, "the guard refused, not the quota");
+    // The report refreshed the reading (older than the 100 ms interval), and
+    // it is the cgroup's memory, not the host's.
+    assert!(g.reading_age_ms.is_some_and(|ms| ms < 100), "a fresh reading: {:?} ms", g.reading_age_ms);
+    assert!(g.available_bytes.is_some_and(|a| a <= CG_LIMIT), "the cgroup's figure: {:?}", g.available_bytes);
+    assert!(g.usable_bytes.is_some_and(|u| u <= g.available_bytes.unwrap_or(0)));
     assert!(run.written > CG_LIMIT / 2, "the guard let the daemon use most of its cgroup");
     check_pattern(&mnt.join("fill"), run.written);
     // Still serving: listing and stat need no memory.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::args::StatsArgs;
 use super::units::human_bytes;
 use crate::fuse::STATS_XATTR;
-use crate::report::Report;
+use crate::report::{Guard, Report};
 
 /// `name` with control characters (a terminal's escape sequences, line
 /// breaks), invisible formatting characters (bidirectional overrides,
@@ -68,6 +68,19 @@ pub fn fetch(mountpoint: &Path) -> Result<Report, String> {
         _ => format!("cannot read stats from {}: {e}", mountpoint.display()),
     })?;
     Report::from_json(&raw).map_err(|e| format!("{}: unreadable stats ({e})", mountpoint.display()))
+}
+
+/// The guard's reading as the text report shows it.
+fn guard_reading(g: &Guard) -> String {
+    let Some(available) = g.available_bytes else { return "no reading".to_owned() };
+    let mut text = format!("{} available", human_bytes(available));
+    if let Some(ms) = g.reading_age_ms {
+        text.push_str(&format!(" when read {:.1} s ago", ms as f64 / 1000.0));
+    }
+    if let Some(usable) = g.usable_bytes {
+        text.push_str(&format!(", {} of it usable for files now", human_bytes(usable)));
+    }
+    text
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -137,8 +150,7 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
         "  guard       {}/{}, {}{}",
         g.mode,
         g.action,
-        g.available_bytes
-            .map_or("no reading yet".to_owned(), |a| format!("{} available at last reading", human_bytes(a))),
+        guard_reading(g),
         if g.warnings > 0 { format!(", {} warnings", g.warnings) } else { String::new() }
     ));
     if let Some(p) = r.busy_poll {

@@ -9,7 +9,7 @@
 //! the `headroom` absorbs that (the quota itself stays exact).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::config::{GuardAction, GuardConfig, GuardMode};
 use super::error::NoSpaceCause;
@@ -133,6 +133,43 @@ impl MemoryGuard {
         let a = self.available.load(Ordering::Relaxed);
         (self.read_at.load(Ordering::Acquire) != NEVER && a != u64::MAX).then_some(a)
     }
+
+    /// What the guard knows of memory now, for a report: a reading older
+    /// than `interval` is first refreshed (in any mode but `none`), so a
+    /// report asked for right after a refusal shows memory as it is, not as
+    /// it was when the refused write was checked. `None` without a reading.
+    pub(crate) fn status(&self, used_now: u64) -> Option<GuardStatus> {
+        if self.cfg.mode == GuardMode::None {
+            return None;
+        }
+        let read_at = self.read_at.load(Ordering::Acquire);
+        let interval = u64::try_from(self.cfg.interval.as_nanos()).unwrap_or(NEVER);
+        if (read_at == NEVER || self.now().saturating_sub(read_at) >= interval)
+            && let Some(_busy) = self.refreshing.try_lock()
+        {
+            self.take_reading(used_now);
+        }
+        let available = self.last_available()?;
+        let read_at = self.read_at.load(Ordering::Acquire);
+        let since = used_now.saturating_sub(self.used_at_reading.load(Ordering::Relaxed));
+        Some(GuardStatus {
+            available,
+            age: Duration::from_nanos(self.now().saturating_sub(read_at)),
+            usable: available.saturating_sub(since).saturating_sub(self.cfg.headroom),
+        })
+    }
+}
+
+/// The guard's view of memory at one moment ([`MemoryGuard::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardStatus {
+    /// Available memory at the latest reading.
+    pub available: u64,
+    /// Age of that reading.
+    pub age: Duration,
+    /// What the guard would let be allocated now: the reading, less what
+    /// the quota took since and the headroom.
+    pub usable: u64,
 }
 
 #[cfg(test)]
@@ -192,5 +229,26 @@ mod tests {
         avail.store(10_000, Ordering::Relaxed);
         assert!(matches!(g.check(2000, 0), Verdict::Allow));
         assert_eq!(g.last_available(), Some(10_000));
+    }
+
+    #[test]
+    fn status_refreshes_a_stale_reading_and_subtracts_what_was_taken_since() {
+        let (g, avail) = guard(GuardMode::PerWrite, GuardAction::Deny, Duration::from_secs(3600));
+        let first = g.status(0).expect("a reading");
+        assert_eq!((first.available, first.usable), (1000, 900));
+        // Fresh enough: the cached reading stands, less 300 bytes taken since.
+        avail.store(50_000, Ordering::Relaxed);
+        let cached = g.status(300).expect("a reading");
+        assert_eq!((cached.available, cached.usable), (1000, 600));
+        assert!(cached.age >= first.age);
+
+        let (g, avail) = guard(GuardMode::Init, GuardAction::Deny, Duration::ZERO);
+        assert!(matches!(g.check_quota(2000).0, Verdict::Deny(_)));
+        avail.store(50_000, Ordering::Relaxed);
+        let fresh = g.status(0).expect("a reading");
+        assert_eq!((fresh.available, fresh.usable), (50_000, 49_900));
+
+        let (g, _) = guard(GuardMode::None, GuardAction::Deny, Duration::ZERO);
+        assert_eq!(g.status(0), None);
     }
 }

@@ -45,6 +45,7 @@ pub use types::{
 };
 pub use xattr::{XATTR_COST, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
+pub use guard::GuardStatus;
 use guard::{MemoryGuard, Verdict};
 use handles::Handles;
 use node::{Content, Meta, Node, NodeState};
@@ -488,6 +489,13 @@ impl Engine {
     /// The memory guard's settings.
     pub fn guard_config(&self) -> GuardConfig {
         self.guard.config()
+    }
+
+    /// The memory guard's view of memory now, its reading refreshed first if
+    /// older than the guard's interval (a read of `/proc` or the cgroup: for
+    /// reports, not hot paths). `None` with the guard off or memory unreadable.
+    pub fn guard_status(&self) -> Option<GuardStatus> {
+        self.guard.status(self.quota.used())
     }
 
     /// The `n` largest regular files: `(inode, size, bytes charged, shape)`.
