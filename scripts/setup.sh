@@ -5,7 +5,7 @@
 #   --mount-only: just what mounting needs (the fuse3 package)
 #
 # Idempotent and quick when everything is already present. Installs:
-#   * Debian packages: fuse3 fio sqlite3 git attr psmisc util-linux python3
+#   * Debian packages: fuse3 fio sqlite3 git attr acl psmisc util-linux python3
 #     make gcc binutils (the compile-and-link test; gold comes with binutils)
 #   * cargo tools (crates.io, --locked): pjdfstest 0.2.2, fsx 0.3.2
 #   * the dummy user/group pjdfstest switches to: "tests" (group "tests");
@@ -24,7 +24,7 @@ declare -A PKGS=(
   [fuse3]=/usr/bin/fusermount3 [fio]=/usr/bin/fio [sqlite3]=/usr/bin/sqlite3
   [git]=/usr/bin/git [attr]=/usr/bin/setfattr [psmisc]=/usr/bin/fuser
   [util-linux]=/usr/bin/mount [python3]=/usr/bin/python3
-  [make]=/usr/bin/make [gcc]=/usr/bin/gcc [binutils]=/usr/bin/ld.gold
+  [make]=/usr/bin/make [gcc]=/usr/bin/gcc [binutils]=/usr/bin/ld.gold [acl]=/usr/bin/setfacl
 )
 [ "$mount_only" -eq 1 ] && PKGS=([fuse3]=/usr/bin/fusermount3)
 missing=()

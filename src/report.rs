@@ -31,6 +31,9 @@ pub struct Report {
     pub memory_guard: Guard,
     /// Storage policy.
     pub storage: Storage,
+    /// POSIX ACLs kept (`--acl`).
+    #[serde(default)]
+    pub acl: bool,
     /// The largest regular files.
     pub largest_files: Vec<LargeFile>,
     /// FUSE requests received, by kind, since mount (filled in by the adapter;
@@ -234,6 +237,7 @@ impl Report {
                 usable_bytes: reading.map(|r| r.usable),
                 warnings: s.guard_warnings,
             },
+            acl: cfg.posix_acl,
             storage: Storage { policy: cfg.storage.name().to_owned(), promotion_limit: cfg.promotion_limit },
             largest_files: largest
                 .iter()

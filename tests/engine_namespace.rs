@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use scratchfs::{
-    FileKind, FsError, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StoragePolicy, Timestamp, WriteOptions,
+    FileKind, FsError, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StoragePolicy, Timestamp, WriteOptions, XattrSet,
 };
 
 const Q: u64 = 64 << 20;
@@ -394,5 +394,91 @@ fn noatime_leaves_every_access_time_alone() {
     let new = Timestamp { secs: 1_000_000_000, nanos: 5 };
     set_times(&e, f, new, old);
     assert_eq!(e.getattr(f).unwrap().atime, new);
+    invariants(&e);
+}
+
+/// An ACL in the kernel's form: version 2, then (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn posix_acls_keep_the_mode_in_step_and_are_inherited() {
+    const ACCESS: &[u8] = b"system.posix_acl_access";
+    const DEFAULT: &[u8] = b"system.posix_acl_default";
+    const X: u32 = u32::MAX;
+    let no_acls = engine(Q, StoragePolicy::Auto);
+    let f = no_acls.mknod(Ino::ROOT, b"f", libc::S_IFREG | 0o600, 0, &ROOT).unwrap().ino;
+    let base = acl(&[(1, 6, X), (4, 4, X), (0x20, 0, X)]);
+    assert_eq!(no_acls.setxattr(f, ACCESS, &base, XattrSet::Upsert), Err(FsError::NotSupported));
+    assert_eq!(no_acls.getxattr(f, ACCESS), Err(FsError::NotSupported));
+
+    let mut cfg = config(Q, StoragePolicy::Auto);
+    cfg.posix_acl = true;
+    let e = scratchfs::Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
+    let f = e.mknod(Ino::ROOT, b"f", libc::S_IFREG | 0o2770, 0, &ROOT).unwrap().ino;
+    // Base entries only: the mode changes and no attribute is kept.
+    e.setxattr(f, ACCESS, &base, XattrSet::Create).unwrap();
+    assert_eq!(e.getattr(f).unwrap().perm, 0o2640);
+    assert_eq!(e.getxattr(f, ACCESS), Err(FsError::NoData));
+    // A named user and a mask: kept, and the group bits show the mask.
+    // A caller outside the file's group loses the set-group-ID bit.
+    let named = acl(&[(1, 7, X), (2, 5, 1000), (4, 4, X), (0x10, 5, X), (0x20, 1, X)]);
+    let used = e.stats().used_bytes;
+    e.setxattr_by(f, ACCESS, &named, XattrSet::Upsert, |_| false).unwrap();
+    assert_eq!(e.getattr(f).unwrap().perm, 0o751);
+    assert_eq!(e.getxattr(f, ACCESS).unwrap(), named);
+    assert!(e.stats().used_bytes > used + named.len() as u64);
+    // chmod rewrites owner, mask and others.
+    let chmod = SetAttr { mode: Some(0o640), ..SetAttr::default() };
+    e.setattr(f, &chmod, &ROOT).unwrap();
+    assert_eq!(e.getxattr(f, ACCESS).unwrap(), acl(&[(1, 6, X), (2, 5, 1000), (4, 4, X), (0x10, 4, X), (0x20, 0, X)]));
+    // Invalid ACLs change nothing; files have no default ACL; removal frees.
+    let invalid = acl(&[(1, 7, X), (2, 5, 1000), (4, 4, X), (0x20, 1, X)]);
+    assert_eq!(e.setxattr(f, ACCESS, &invalid, XattrSet::Upsert), Err(FsError::InvalidArgument));
+    assert_eq!(e.setxattr(f, DEFAULT, &named, XattrSet::Upsert), Err(FsError::AccessDenied));
+    assert_eq!(e.getattr(f).unwrap().perm, 0o640);
+    e.removexattr(f, ACCESS).unwrap();
+    e.removexattr(f, ACCESS).unwrap();
+    assert_eq!(e.stats().used_bytes, used);
+    invariants(&e);
+
+    // A default ACL decides a new node's bits instead of the umask, and a
+    // new directory inherits it as its own default.
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    let default = acl(&[(1, 7, X), (2, 7, 1000), (4, 5, X), (0x10, 7, X), (0x20, 5, X)]);
+    e.setxattr(d, DEFAULT, &default, XattrSet::Upsert).unwrap();
+    let umask = scratchfs::Caller { umask: 0o077, ..ROOT };
+    let file = e.mknod(d, b"file", libc::S_IFREG | 0o666, 0, &umask).unwrap();
+    assert_eq!(file.perm, 0o664);
+    assert_eq!(
+        e.getxattr(file.ino, ACCESS).unwrap(),
+        acl(&[(1, 6, X), (2, 7, 1000), (4, 5, X), (0x10, 6, X), (0x20, 4, X)])
+    );
+    let sub = e.mkdir(d, b"sub", 0o777, &umask).unwrap();
+    assert_eq!(sub.perm, 0o775);
+    assert_eq!(e.getxattr(sub.ino, DEFAULT).unwrap(), default);
+    let link = e.symlink(d, b"link", b"file", &umask).unwrap();
+    assert_eq!((link.perm, e.getxattr(link.ino, ACCESS)), (0o777, Err(FsError::NoData)));
+    // Without a default ACL the umask applies.
+    let plain = e.mknod(Ino::ROOT, b"plain", libc::S_IFREG | 0o666, 0, &umask).unwrap();
+    assert_eq!(plain.perm, 0o600);
+    invariants(&e);
+    // Everything made under the default ACL gives its charges back.
+    let before = e.stats().used_bytes;
+    for name in [&b"file"[..], b"link"] {
+        e.unlink(d, name).unwrap();
+    }
+    e.rmdir(d, b"sub").unwrap();
+    for ino in [file.ino, sub.ino, link.ino] {
+        e.forget(ino, 1);
+    }
+    assert!(e.stats().used_bytes < before);
     invariants(&e);
 }

@@ -239,6 +239,13 @@ fn remount_switches_ro_and_rw_of_scratchfs_mounts_and_nothing_else() {
     let (code, err) = remount("remount,ro,noatime", &[]);
     assert_eq!(code, Some(1));
     assert!(err.contains("is relatime: a remount cannot switch it to noatime"), "{err}");
+    // So with ACL support: repeated as it is, yes; switched, no.
+    assert_eq!(remount("remount,rw,noacl", &[]), (Some(0), String::new()));
+    for (opts, flags) in [("remount,ro,acl", &[][..]), ("remount,ro", &["--acl"][..])] {
+        let (code, err) = remount(opts, flags);
+        assert_eq!(code, Some(1), "{opts} {flags:?}");
+        assert!(err.contains("acl is not this mount's (noacl)"), "{opts} {flags:?}: {err}");
+    }
     std::fs::write(m.join("y"), b"still read-write").unwrap();
     assert_eq!(m.stats().quota.max_bytes, 64 << 20);
     // Another filesystem is not ours to remount. The tmpfs lives in a

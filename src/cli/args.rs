@@ -162,12 +162,17 @@ pub struct MountArgs {
     /// default_permissions (the kernel checks permissions even on a mount only root can
     /// enter, where the daemon otherwise does), the options above as key=value, and the
     /// kernel flags suid/nosuid, dev/nodev, exec/noexec, and atime/relatime/strictatime
-    /// (access times move by the relatime rule) or noatime (they never move).
+    /// (access times move by the relatime rule) or noatime (they never move), acl/noacl.
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
     /// Let other users in (file permissions still apply).
     #[arg(long)]
     pub allow_other: bool,
+    /// Support POSIX ACLs (setfacl, getfacl; `-o acl`): the kernel enforces
+    /// them, which implies default_permissions, so a mount only root can
+    /// enter loses the daemon's own, cheaper permission checks.
+    #[arg(long)]
+    pub acl: bool,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -231,6 +236,8 @@ pub struct Settings {
     /// or `strictatime` (all relatime: see `docs/design.md`), `None` if no
     /// atime option was given (a remount then keeps the mount's).
     pub noatime: Option<bool>,
+    /// `Some(true)` for `--acl` or `-o acl`, `Some(false)` for `-o noacl`.
+    pub acl: Option<bool>,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -354,7 +361,8 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
     // What a remount may repeat unchanged (mount(8) merges an fstab line's
     // options into `mount -o remount,ro DIR`): checked against the running
     // mount then (`remount.rs`), not refused outright.
-    let repeatable = matches!(k.as_str(), "size" | "nr_inodes" | "max_nodes" | "mode" | "uid" | "gid");
+    let repeatable =
+        matches!(k.as_str(), "size" | "nr_inodes" | "max_nodes" | "mode" | "uid" | "gid" | "acl" | "noacl");
     if !mount_only && !repeatable && !k.starts_with("x_") && !k.starts_with("comment") {
         s.engine_settings_given = true;
     }
@@ -391,6 +399,8 @@ fn apply_option<'a>(s: &mut Settings, opt: &'a str) -> Result<(), String> {
         "nodev" => s.dev = false,
         "exec" => s.noexec = false,
         "noexec" => s.noexec = true,
+        "acl" => s.acl = Some(true),
+        "noacl" => s.acl = Some(false),
         "noatime" => s.noatime = Some(true),
         "atime" | "relatime" | "strictatime" => s.noatime = Some(false),
         "foreground" => s.foreground = true,
@@ -442,6 +452,9 @@ impl MountArgs {
         s.pid_file = self.pid_file.clone().or(s.pid_file.take());
         s.foreground |= self.foreground;
         s.allow_other |= self.allow_other;
+        if self.acl {
+            s.acl = Some(true);
+        }
         s.read_only |= self.read_only;
         if self.no_auto_unmount {
             s.auto_unmount = false;
@@ -552,6 +565,18 @@ mod tests {
         assert_eq!(settings(&["/m"]).unwrap().delete_wait, None);
         assert_eq!(settings(&["/m", "-o", "delete_wait=2s"]).unwrap().delete_wait, Some(Duration::from_secs(2)));
         assert_eq!(settings(&["/m", "--delete-wait", "0"]).unwrap().delete_wait, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn acl_options() {
+        assert_eq!(settings(&["/m"]).unwrap().acl, None);
+        let s = settings(&["/m", "-o", "acl"]).unwrap();
+        assert_eq!(s.acl, Some(true));
+        // A remount may repeat it (checked against the mount), so it is
+        // not counted among the settings a remount refuses outright.
+        assert!(!s.engine_settings_given);
+        assert_eq!(settings(&["/m", "-o", "acl,noacl"]).unwrap().acl, Some(false));
+        assert_eq!(settings(&["/m", "--acl", "-o", "noacl"]).unwrap().acl, Some(true), "the flag wins");
     }
 
     #[test]

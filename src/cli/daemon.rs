@@ -95,6 +95,7 @@ impl Plan {
         engine.root_uid = s.uid.unwrap_or(euid);
         engine.root_gid = s.gid.unwrap_or(egid);
         engine.noatime = s.noatime.unwrap_or(false);
+        engine.posix_acl = s.acl.unwrap_or(false);
         let mp = &s.mountpoint;
         match std::fs::metadata(mp) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -145,8 +146,11 @@ impl Plan {
         // ids and capabilities of each request's task, and spares the
         // round trip the kernel's own checks cost after every change to a
         // directory (docs/design.md, "Who checks permissions").
-        let kernel_permissions =
-            !s.daemon_permissions && (s.allow_other || s.default_permissions || !crate::fuse::mount::owned_by_root());
+        // With ACLs the kernel checks: it enforces them, and FUSE_POSIX_ACL
+        // turns default_permissions on anyway.
+        let kernel_permissions = engine.posix_acl
+            || (!s.daemon_permissions
+                && (s.allow_other || s.default_permissions || !crate::fuse::mount::owned_by_root()));
         Ok(Plan {
             engine,
             mount: MountConfig {
@@ -442,7 +446,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
     let cfg = engine.config();
     log::info!(
         "scratchfs mounted on {}: quota {}, memory baseline {}, node limit {}, storage {}, guard {}/{}, \
-         {} thread{}{}{}",
+         {} thread{}{}{}{}",
         mp.display(),
         human_bytes(cfg.max_bytes),
         human_bytes(baseline),
@@ -453,7 +457,8 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         plan.threads,
         if plan.threads == 1 { "" } else { "s" },
         if plan.adapter.busy_poll { ", busy polling" } else { "" },
-        if auto_unmount { ", auto-unmount on" } else { "" }
+        if auto_unmount { ", auto-unmount on" } else { "" },
+        if cfg.posix_acl { ", POSIX ACLs" } else { "" }
     );
     // The guard's warning at mount went to the terminal, before this log
     // was set up (a background daemon's is set up after the fork).

@@ -78,7 +78,11 @@ pub fn run(s: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// A quota, node limit, or root mode or owner given with a remount
+fn acl_name(acl: bool) -> &'static str {
+    if acl { "acl" } else { "noacl" }
+}
+
+/// A quota, node limit, ACL support, or root mode or owner given with a remount
 /// (mount(8) passes an fstab line's) must be the running mount's: a
 /// remount cannot change them.
 fn same_limits(s: &Settings, mp: &std::path::Path) -> Result<(), String> {
@@ -93,10 +97,13 @@ fn same_limits(s: &Settings, mp: &std::path::Path) -> Result<(), String> {
     if let Some(gid) = s.gid.filter(|&g| g != root.gid()) {
         return Err(format!("gid={gid} is not the mount root's group ({})", root.gid()));
     }
-    if s.size.is_none() && s.max_nodes.is_none() {
+    if s.size.is_none() && s.max_nodes.is_none() && s.acl.is_none() {
         return Ok(());
     }
     let running = super::stats::fetch(mp)?;
+    if let Some(acl) = s.acl.filter(|&a| a != running.acl) {
+        return Err(format!("{} is not this mount's ({})", acl_name(acl), acl_name(running.acl)));
+    }
     match s.size {
         Some(SizeSpec::Bytes(b)) if b != running.quota.max_bytes => {
             return Err(format!(

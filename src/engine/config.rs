@@ -118,6 +118,13 @@ pub struct EngineConfig {
     /// modification or change, or is a day old. The kernel keeps no access
     /// times of its own for FUSE files, so this is the only place they move.
     pub noatime: bool,
+    /// Keep POSIX ACLs (the `acl` mount option): the attributes
+    /// `system.posix_acl_access` and `system.posix_acl_default` are stored
+    /// and kept in step with the mode, and a directory's default ACL is
+    /// handed down to what is created in it (`engine::acl`). Someone else
+    /// (the kernel) must enforce them. Without it those names are refused
+    /// with `NotSupported`.
+    pub posix_acl: bool,
 }
 
 impl EngineConfig {
@@ -135,6 +142,7 @@ impl EngineConfig {
             root_uid: 0,
             root_gid: 0,
             noatime: false,
+            posix_acl: false,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! (ascending ino) -> table and handle shard locks -> quota/stats atomics.
 
 pub mod access;
+mod acl;
 mod cgroup;
 mod config;
 mod dir;
@@ -393,6 +394,7 @@ impl Engine {
         }
         if let Some(mode) = set.mode {
             st.meta.perm = (mode & 0o7777) as u16;
+            st.xattrs.chmod_acl(mode);
         }
         if set.uid.is_some() || set.gid.is_some() {
             // Judged against the group the file had.

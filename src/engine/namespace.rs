@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::acl;
 use super::dir::Dir;
 use super::node::{Content, DENTRY_COST, DIR_INDEX_COST, Meta, NODE_COST, Node, NodeState, TARGET_OVERHEAD};
 use super::stats::bump;
@@ -47,6 +48,9 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 /// What a new node is made of.
+/// An ACL a new node starts with: attribute name and value.
+type InitialAcl = (&'static [u8], Vec<u8>);
+
 struct NewNode<'a> {
     kind: FileKind,
     perm: u32,
@@ -127,12 +131,14 @@ impl Engine {
         if is_dir && pst.meta.nlink == u32::MAX {
             return Err(FsError::TooManyLinks);
         }
+        let (bits, acls) = self.initial_permissions(&pst, &new, caller);
+        let acl_slices: Vec<(&[u8], &[u8])> = acls.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let nodes = self.quota.reserve_node().map_err(|c| self.refused(c, new.op, parent))?;
-        let own = NODE_COST + new.extra;
+        let own = NODE_COST + new.extra + if acls.is_empty() { 0 } else { Xattrs::charge_for(&acl_slices) };
         let bytes = self.reserve(own + dentry_cost(name), new.op, parent)?;
 
         let now = Timestamp::now();
-        let mut perm = new.perm & 0o7777;
+        let mut perm = (new.perm & 0o7000) | bits;
         let gid = if u32::from(pst.meta.perm) & libc::S_ISGID != 0 {
             if is_dir {
                 perm |= libc::S_ISGID;
@@ -151,14 +157,11 @@ impl Engine {
             mtime: now,
             ctime: now,
         };
-        let state = NodeState {
-            meta,
-            content: new.content,
-            xattrs: Xattrs::default(),
-            charge: own,
-            freed: false,
-            orphan: false,
-        };
+        let mut xattrs = Xattrs::default();
+        for (n, v) in acl_slices {
+            xattrs.set(n, v);
+        }
+        let state = NodeState { meta, content: new.content, xattrs, charge: own, freed: false, orphan: false };
         let ino = self.table.alloc_ino();
         let node = Arc::new(Node::new(ino, new.kind, parent, state));
         node.lookups.store(1, Ordering::Release);
@@ -181,6 +184,29 @@ impl Engine {
             _ => &self.counters.specials,
         });
         Ok(node)
+    }
+
+    /// The permission bits of a node about to be made in the directory
+    /// whose state is `pst`, and the ACLs it starts with. With `posix_acl`
+    /// and a default ACL on the directory, the default ACL decides (masked
+    /// by the mode asked for) and a new directory inherits it too;
+    /// otherwise the caller's umask applies. Symbolic links get neither.
+    fn initial_permissions(&self, pst: &NodeState, new: &NewNode<'_>, caller: &Caller) -> (u32, Vec<InitialAcl>) {
+        if new.kind == FileKind::Symlink {
+            return (new.perm & 0o777, Vec::new());
+        }
+        let default = if self.cfg.posix_acl { pst.xattrs.get(acl::DEFAULT) } else { None };
+        let Some(default) = default else { return (new.perm & 0o777 & !caller.umask, Vec::new()) };
+        let mut access = default.to_vec();
+        let (bits, equivalent) = acl::inherit(&mut access, new.perm);
+        let mut acls = Vec::new();
+        if !equivalent {
+            acls.push((acl::ACCESS, access));
+        }
+        if new.kind == FileKind::Directory {
+            acls.push((acl::DEFAULT, default.to_vec()));
+        }
+        (bits, acls)
     }
 
     fn attr_of(node: &Node) -> Attr {

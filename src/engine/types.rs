@@ -189,11 +189,15 @@ pub struct Caller {
     pub uid: u32,
     /// Effective group id.
     pub gid: u32,
+    /// File mode creation mask: the permission bits a node created by
+    /// this caller does not get, unless its directory's default ACL
+    /// decides them (engines made with `posix_acl`).
+    pub umask: u32,
 }
 
 impl Caller {
-    /// The superuser.
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    /// The superuser, with no umask.
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0, umask: 0 };
 }
 
 /// How `rename` treats an existing target.

@@ -1,5 +1,6 @@
 //! Extended attributes of one node, each charged to the quota.
 
+use super::acl;
 use super::error::{FsError, Result};
 use super::types::XattrSet;
 use crate::storage::{alloc_overhead, shrink_buffer};
@@ -16,8 +17,9 @@ pub const XATTR_LIST_MAX: usize = 65536;
 /// is charged with the list, by the list's capacity.
 pub const XATTR_COST: u64 = 64;
 
-/// Namespaces we store. `system.*` (POSIX ACLs) is not supported: the
-/// kernel would not enforce an ACL we merely stored.
+/// Namespaces we store. Of `system.*`, only the two POSIX ACL names, and
+/// only with `posix_acl` (checked by the engine: the kernel enforces ACLs
+/// only when the mount asked it to).
 const TRUSTED: &[u8] = b"trusted.";
 const NAMESPACES: [&[u8]; 3] = [b"user.", TRUSTED, b"security."];
 
@@ -61,10 +63,14 @@ fn cost(name: &[u8], value: &[u8]) -> u64 {
     XATTR_COST + name.len() as u64 + value.len() as u64
 }
 
-/// Checks an attribute name: known namespace, non-empty suffix, length.
-pub(crate) fn check_name(name: &[u8]) -> Result<()> {
+/// Checks an attribute name: known namespace, non-empty suffix, length;
+/// the ACL names only if `acls`.
+pub(crate) fn check_name(name: &[u8], acls: bool) -> Result<()> {
     if name.len() > XATTR_NAME_MAX {
         return Err(FsError::Range);
+    }
+    if acl::is_acl_name(name) {
+        return if acls { Ok(()) } else { Err(FsError::NotSupported) };
     }
     match NAMESPACES.iter().find(|ns| name.starts_with(ns)) {
         None => Err(FsError::NotSupported),
@@ -81,6 +87,21 @@ impl Xattrs {
 
     pub(crate) fn get(&self, name: &[u8]) -> Option<&[u8]> {
         self.items().iter().find(|(n, _)| &**n == name).map(|(_, v)| &**v)
+    }
+
+    /// The value of `name`, to change in place (its length, and so its
+    /// charge, stays).
+    fn get_mut(&mut self, name: &[u8]) -> Option<&mut [u8]> {
+        self.list.as_mut()?.iter_mut().find(|(n, _)| &**n == name).map(|(_, v)| &mut **v)
+    }
+
+    /// What a new node's list holding exactly `attrs` is charged.
+    pub(crate) fn charge_for(attrs: &[(&[u8], &[u8])]) -> u64 {
+        let mut slots = 0;
+        while slots < attrs.len() {
+            slots = grown(slots);
+        }
+        attrs.iter().fold(list_charge(slots), |sum, (n, v)| sum + cost(n, v))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -101,9 +122,9 @@ impl Xattrs {
         self.items().iter().map(|(n, _)| n.len() + 1).sum()
     }
 
-    /// Validates a set and returns `(bytes to reserve, bytes the old value frees)`.
+    /// Validates a set of a name `check_name` accepted and returns
+    /// `(bytes to reserve, bytes the old value frees)`.
     pub(crate) fn plan_set(&self, name: &[u8], value: &[u8], mode: XattrSet) -> Result<(u64, u64)> {
-        check_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
         }
@@ -137,7 +158,6 @@ impl Xattrs {
 
     /// Removes an attribute, returning the quota bytes it held.
     pub(crate) fn remove(&mut self, name: &[u8]) -> Result<u64> {
-        check_name(name)?;
         let list = self.list.as_mut().ok_or(FsError::NoData)?;
         let at = list.iter().position(|(n, _)| &**n == name).ok_or(FsError::NoData)?;
         let (n, v) = list.swap_remove(at);
@@ -173,6 +193,13 @@ impl Xattrs {
         out
     }
 
+    /// Rewrites the access ACL, if there is one, for a `chmod` to `mode`.
+    pub(crate) fn chmod_acl(&mut self, mode: u32) {
+        if let Some(a) = self.get_mut(acl::ACCESS) {
+            acl::chmod(a, mode);
+        }
+    }
+
     /// Drops the `security.capability` attribute (a write or a change of
     /// owner revokes file capabilities); returns the quota bytes freed.
     pub(crate) fn kill_capability(&mut self) -> u64 {
@@ -181,14 +208,83 @@ impl Xattrs {
 }
 
 impl super::Engine {
-    /// Sets the attribute `name` of `ino` to `value`.
+    /// Sets the attribute `name` of `ino` to `value`, as a caller who may
+    /// keep any set-group-ID bit (see [`Engine::setxattr_by`]).
+    ///
+    /// [`Engine::setxattr_by`]: super::Engine::setxattr_by
     pub fn setxattr(&self, ino: super::Ino, name: &[u8], value: &[u8], mode: XattrSet) -> Result<()> {
+        self.setxattr_by(ino, name, value, mode, |_| true)
+    }
+
+    /// Sets the attribute `name` of `ino` to `value`. For a POSIX ACL name
+    /// (engines made with `posix_acl`) the value must be a valid ACL; `mode`
+    /// is ignored, as Linux ignores `setxattr`'s flags for ACLs. An access
+    /// ACL sets the permission bits it stands for and is kept only if it
+    /// says more than they do; setting it clears the set-group-ID bit
+    /// unless `keeps_sgid(gid)` says the caller is in the file's group `gid`
+    /// or holds `CAP_FSETID`.
+    pub fn setxattr_by(
+        &self,
+        ino: super::Ino,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrSet,
+        keeps_sgid: impl FnOnce(u32) -> bool,
+    ) -> Result<()> {
+        check_name(name, self.cfg.posix_acl)?;
         let node = self.node(ino)?;
         let mut st = node.state.write();
         // Released (its charges given back) but not yet out of the table.
         if st.freed {
             return Err(FsError::NotFound);
         }
+        if !acl::is_acl_name(name) {
+            return self.store_xattr(&mut st, ino, name, value, mode);
+        }
+        if node.kind == super::FileKind::Symlink {
+            return Err(FsError::NotSupported);
+        }
+        let parsed = acl::parse(value)?;
+        if name == acl::DEFAULT && !node.is_dir() {
+            // Linux: only directories have default ACLs.
+            return if parsed.is_some() { Err(FsError::AccessDenied) } else { Ok(()) };
+        }
+        let mut perm = u32::from(st.meta.perm);
+        let mut keep = parsed.as_deref();
+        if name == acl::ACCESS
+            && let Some(a) = keep
+        {
+            let (bits, equivalent) = acl::mode_of(a);
+            perm = (perm & !0o777) | bits;
+            if perm & libc::S_ISGID != 0 && !keeps_sgid(st.meta.gid) {
+                perm &= !libc::S_ISGID;
+            }
+            if equivalent {
+                keep = None;
+            }
+        }
+        match keep {
+            Some(a) => self.store_xattr(&mut st, ino, name, a, XattrSet::Upsert)?,
+            None => {
+                let freed = st.xattrs.remove(name).unwrap_or(0);
+                st.charge -= freed;
+                self.quota.release(freed);
+                st.meta.ctime = super::Timestamp::now();
+            }
+        }
+        st.meta.perm = perm as u16;
+        Ok(())
+    }
+
+    /// Stores an attribute whose name was checked.
+    fn store_xattr(
+        &self,
+        st: &mut super::node::NodeState,
+        ino: super::Ino,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrSet,
+    ) -> Result<()> {
         let (need, frees) = st.xattrs.plan_set(name, value, mode)?;
         let bytes = self.reserve(need, "setxattr", ino)?;
         st.xattrs.set(name, value);
@@ -201,7 +297,7 @@ impl super::Engine {
 
     /// The value of attribute `name` of `ino`.
     pub fn getxattr(&self, ino: super::Ino, name: &[u8]) -> Result<Vec<u8>> {
-        check_name(name)?;
+        check_name(name, self.cfg.posix_acl)?;
         let node = self.node(ino)?;
         let st = node.state.read();
         st.xattrs.get(name).map(<[u8]>::to_vec).ok_or(FsError::NoData)
@@ -217,14 +313,19 @@ impl super::Engine {
         Ok(st.xattrs.names(privileged))
     }
 
-    /// Removes the attribute `name` of `ino`.
+    /// Removes the attribute `name` of `ino`. Removing an ACL that is not
+    /// there succeeds, as on Linux's own filesystems; the mode stays.
     pub fn removexattr(&self, ino: super::Ino, name: &[u8]) -> Result<()> {
+        check_name(name, self.cfg.posix_acl)?;
         let node = self.node(ino)?;
         let mut st = node.state.write();
         if st.freed {
             return Err(FsError::NotFound);
         }
-        let freed = st.xattrs.remove(name)?;
+        let freed = match st.xattrs.remove(name) {
+            Err(FsError::NoData) if acl::is_acl_name(name) => 0,
+            r => r?,
+        };
         st.charge -= freed;
         self.quota.release(freed);
         st.meta.ctime = super::Timestamp::now();

@@ -122,7 +122,16 @@ fn open_flags(flags: i32) -> FopenFlags {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller { uid: req.uid(), gid: req.gid(), umask: 0 }
+}
+
+/// The caller of a CREATE, MKNOD or MKDIR, with the umask the kernel sent:
+/// it leaves applying it to us when it sends the mode unmasked
+/// (`FUSE_DONT_MASK`, asked for with `--acl`: a directory's default ACL
+/// replaces the umask); otherwise the mode came masked already, and
+/// masking it again changes nothing.
+fn creator(req: &Request, umask: u32) -> Caller {
+    Caller { umask: umask & 0o777, ..caller(req) }
 }
 
 fn ino(i: INodeNo) -> Ino {
@@ -216,7 +225,11 @@ macro_rules! fail {
 
 impl FuseFs {
     /// An adapter serving `engine`.
-    pub fn new(engine: Arc<Engine>, opts: AdapterOptions) -> FuseFs {
+    pub fn new(engine: Arc<Engine>, mut opts: AdapterOptions) -> FuseFs {
+        // With POSIX ACLs the kernel checks permissions (FUSE_POSIX_ACL
+        // implies default_permissions); our checks know only mode bits and
+        // would refuse what an ACL grants.
+        opts.check_access &= !engine.config().posix_acl;
         let deferred =
             (!opts.delete_wait.is_zero()).then(|| Deferred::start(engine.clone(), opts.delete_wait)).and_then(|d| {
                 d.inspect_err(|e| log::warn!("no thread to hold requests back for deleted files' memory: {e}")).ok()
@@ -443,6 +456,17 @@ impl Filesystem for FuseFs {
         if let Err(missing) = config.add_capabilities(offered) {
             log::warn!("kernel refused FUSE capabilities {missing:?}");
         }
+        if self.engine.config().posix_acl {
+            // The kernel enforces the ACLs and leaves the umask to us, so
+            // that a default ACL can take its place.
+            let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+            if !config.capabilities().contains(acl) || config.add_capabilities(acl).is_err() {
+                log::error!(
+                    "this kernel's FUSE has no POSIX ACL support (FUSE_POSIX_ACL, Linux 4.9); mount without --acl"
+                );
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+        }
         log::debug!("FUSE capabilities requested: {offered:?}");
         self.no_opendir = config.capabilities().contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         Ok(())
@@ -540,31 +564,22 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         self.count(req, Op::Mknod, 0);
         self.run("mknod", || {
             self.maybe_panic(bytes(name));
-            let who = caller(req);
+            let who = creator(req, umask);
             self.new_entry(req, "mknod", ino(parent), bytes(name), reply, move |e, parent, name| {
                 e.mknod(parent, name, mode, rdev, &who)
             });
         });
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         self.count(req, Op::Mkdir, 0);
         self.run("mkdir", || {
             self.maybe_panic(bytes(name));
-            let who = caller(req);
+            let who = creator(req, umask);
             self.new_entry(req, "mkdir", ino(parent), bytes(name), reply, move |e, parent, name| {
                 e.mkdir(parent, name, mode, &who)
             });
@@ -905,10 +920,16 @@ impl Filesystem for FuseFs {
                 return fail!(reply, "setxattr", e);
             }
             let (i, name) = (ino(i), bytes(name).to_vec());
+            // Setting an access ACL clears the set-group-ID bit unless the
+            // caller is in the file's group or holds CAP_FSETID; the kernel
+            // would tell us only through FUSE_SETXATTR_EXT, which fuser
+            // 0.18 does not parse.
+            let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
+            let keeps_sgid = move |gid| who.in_group(gid) || who.capable(Capability::Fsetid);
             self.allocating(
                 "setxattr",
                 value,
-                move |e, value| e.setxattr(i, &name, value, mode),
+                move |e, value| e.setxattr_by(i, &name, value, mode, &keeps_sgid),
                 move |r| Self::reply_empty(reply, "setxattr", r),
             );
         });
@@ -1005,7 +1026,7 @@ impl Filesystem for FuseFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -1014,7 +1035,7 @@ impl Filesystem for FuseFs {
             self.maybe_panic(bytes(name));
             let raw_flags = flags;
             let flags = OpenFlags::from_libc(flags);
-            let (parent, who) = (ino(parent), caller(req));
+            let (parent, who) = (ino(parent), creator(req, umask));
             if let Err(e) = self.permit_create(req, parent, bytes(name), raw_flags) {
                 return fail!(reply, "create", e);
             }
