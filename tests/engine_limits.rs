@@ -125,6 +125,29 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
 }
 
 #[test]
+fn a_full_quota_still_takes_an_xattr_value_of_the_same_length() {
+    // The same tree on a roomy engine and on one whose quota it fills exactly.
+    let build = |quota| {
+        let e = engine(quota, StoragePolicy::Auto);
+        let f = e.mknod(Ino::ROOT, b"f", libc::S_IFREG | 0o644, 0, &ROOT).unwrap().ino;
+        e.setxattr(f, b"user.v", b"abcd", XattrSet::Create).unwrap();
+        (e, f)
+    };
+    let used = build(64 << 20).0.stats().used_bytes;
+    let (e, f) = build(used);
+    assert_eq!(e.stats().used_bytes, used, "full");
+    // Copied over the old value: nothing to reserve.
+    e.setxattr(f, b"user.v", b"wxyz", XattrSet::Replace).unwrap();
+    assert_eq!(e.getxattr(f, b"user.v").unwrap(), b"wxyz");
+    // Any other length holds both values for a moment: refused, unchanged.
+    for other in [&b"abc"[..], b"abcde"] {
+        assert!(matches!(e.setxattr(f, b"user.v", other, XattrSet::Replace), Err(FsError::NoSpace(_))), "{other:?}");
+    }
+    assert_eq!((e.getxattr(f, b"user.v").unwrap(), e.stats().used_bytes), (b"wxyz".to_vec(), used));
+    invariants(&e);
+}
+
+#[test]
 fn refused_creations_leave_no_trace() {
     // Just enough for the root and one more node.
     let dir = scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST;

@@ -123,7 +123,10 @@ impl Xattrs {
     }
 
     /// Validates a set of a name `check_name` accepted and returns
-    /// `(bytes to reserve, bytes the old value frees)`.
+    /// `(bytes to reserve, bytes the old value frees)`. A new value of the
+    /// old one's length is copied over it (`set`), so it costs nothing; any
+    /// other replacement holds both values for a moment and is charged in
+    /// full before the old one is released.
     pub(crate) fn plan_set(&self, name: &[u8], value: &[u8], mode: XattrSet) -> Result<(u64, u64)> {
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
@@ -131,6 +134,7 @@ impl Xattrs {
         match (self.get(name), mode) {
             (Some(_), XattrSet::Create | XattrSet::CreateAndReplace) => Err(FsError::Exists),
             (None, XattrSet::Replace | XattrSet::CreateAndReplace) => Err(FsError::NoData),
+            (Some(old), _) if old.len() == value.len() => Ok((0, 0)),
             (Some(old), _) => Ok((cost(name, value), cost(name, old))),
             (None, _) => {
                 if self.list_len() + name.len() + 1 > XATTR_LIST_MAX {
@@ -145,6 +149,7 @@ impl Xattrs {
     pub(crate) fn set(&mut self, name: &[u8], value: &[u8]) {
         let list = self.list.get_or_insert_with(Box::default);
         match list.iter_mut().find(|(n, _)| &**n == name) {
+            Some((_, v)) if v.len() == value.len() => v.copy_from_slice(value),
             Some((_, v)) => *v = value.into(),
             None => {
                 if list.len() == list.capacity() {
@@ -356,8 +361,12 @@ mod tests {
         assert_eq!(list_charge(MIN_SLOTS), 32 + 4 * 32 + 32);
         x.set(b"user.a", b"1");
         assert_eq!((x.slots(), x.charge()), (MIN_SLOTS, need));
-        // A replacement changes the value only.
+        // A replacement changes the value only; one of the same length is
+        // copied in place and costs nothing.
         assert_eq!(x.plan_set(b"user.a", b"22", XattrSet::Replace).unwrap(), (XATTR_COST + 8, XATTR_COST + 7));
+        assert_eq!(x.plan_set(b"user.a", b"2", XattrSet::Upsert).unwrap(), (0, 0));
+        x.set(b"user.a", b"2");
+        assert_eq!((x.get(b"user.a"), x.charge()), (Some(&b"2"[..]), need));
         assert_eq!(x.remove(b"user.a").unwrap(), need);
         assert!(x.list.is_none());
     }
