@@ -162,7 +162,8 @@ pub struct Guard {
     #[serde(default)]
     pub reading_age_ms: Option<u64>,
     /// What the guard would let be allocated now: the reading, less what the
-    /// quota took since it and the guard's headroom.
+    /// quota took since it and the guard's headroom (`per-write` guards that
+    /// deny only).
     #[serde(default)]
     pub usable_bytes: Option<u64>,
     /// Warnings issued in `warn` mode.
@@ -234,7 +235,7 @@ impl Report {
                 action: guard.action.name().to_owned(),
                 available_bytes: reading.map(|r| r.available),
                 reading_age_ms: reading.map(|r| u64::try_from(r.age.as_millis()).unwrap_or(u64::MAX)),
-                usable_bytes: reading.map(|r| r.usable),
+                usable_bytes: reading.and_then(|r| r.usable),
                 warnings: s.guard_warnings,
             },
             acl: cfg.posix_acl,

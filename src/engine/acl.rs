@@ -45,6 +45,10 @@ fn perm(entry: &[u8]) -> u32 {
     u32::from(u16::from_le_bytes([entry[2], entry[3]]))
 }
 
+fn id(entry: &[u8]) -> u32 {
+    u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]])
+}
+
 fn set_perm(entry: &mut [u8], perm: u32) {
     entry[2..4].copy_from_slice(&((perm & RWX) as u16).to_le_bytes());
 }
@@ -89,6 +93,9 @@ pub(crate) fn parse(value: &[u8]) -> Result<Option<Vec<u8>>> {
         }
         next = match (tag(e), next) {
             (USER_OBJ, Next::Owner) => Next::Users,
+            // A named entry must name someone (the kernel's ids map no one
+            // to the undefined id).
+            (USER | GROUP, _) if id(e) == UNDEFINED_ID => return Err(FsError::InvalidArgument),
             (USER, Next::Users) => {
                 needs_mask = true;
                 Next::Users
@@ -220,6 +227,8 @@ mod tests {
             acl(&[(USER_OBJ, 6, U), (OTHER, 0, U)]),
             acl(&[(GROUP_OBJ, 4, U), (USER_OBJ, 6, U), (OTHER, 0, U)]),
             acl(&[(USER_OBJ, 6, U), (USER, 6, 7), (GROUP_OBJ, 4, U), (OTHER, 0, U)]),
+            // A named user who is nobody.
+            acl(&[(USER_OBJ, 6, U), (USER, 6, U), (GROUP_OBJ, 4, U), (MASK, 6, U), (OTHER, 0, U)]),
             // A permission beyond rwx; an unknown tag; an entry after others.
             acl(&[(USER_OBJ, 8, U), (GROUP_OBJ, 4, U), (OTHER, 0, U)]),
             acl(&[(USER_OBJ, 6, U), (0x40, 4, U), (GROUP_OBJ, 4, U), (OTHER, 0, U)]),

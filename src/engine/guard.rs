@@ -135,9 +135,10 @@ impl MemoryGuard {
     }
 
     /// What the guard knows of memory now, for a report: a reading older
-    /// than `interval` is first refreshed (in any mode but `none`), so a
-    /// report asked for right after a refusal shows memory as it is, not as
-    /// it was when the refused write was checked. `None` without a reading.
+    /// than `interval` is first refreshed (in any mode but `none`; unless
+    /// another thread is refreshing it that moment), so a report asked for
+    /// right after a refusal shows memory as it is, not as it was when the
+    /// refused write was checked. `None` without a reading.
     pub(crate) fn status(&self, used_now: u64) -> Option<GuardStatus> {
         if self.cfg.mode == GuardMode::None {
             return None;
@@ -155,12 +156,13 @@ impl MemoryGuard {
         Some(GuardStatus {
             available,
             age: Duration::from_nanos(self.now().saturating_sub(read_at)),
-            usable: available.saturating_sub(since).saturating_sub(self.cfg.headroom),
+            usable: (self.cfg.mode == GuardMode::PerWrite && self.cfg.action == GuardAction::Deny)
+                .then(|| available.saturating_sub(since).saturating_sub(self.cfg.headroom)),
         })
     }
 }
 
-/// The guard's view of memory at one moment ([`MemoryGuard::status`]).
+/// The guard's view of memory at one moment (`Engine::guard_status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuardStatus {
     /// Available memory at the latest reading.
@@ -168,8 +170,9 @@ pub struct GuardStatus {
     /// Age of that reading.
     pub age: Duration,
     /// What the guard would let be allocated now: the reading, less what
-    /// the quota took since and the headroom.
-    pub usable: u64,
+    /// the quota took since and the headroom. Only where the guard refuses
+    /// writes (`per-write`, action `deny`).
+    pub usable: Option<u64>,
 }
 
 #[cfg(test)]
@@ -235,18 +238,19 @@ mod tests {
     fn status_refreshes_a_stale_reading_and_subtracts_what_was_taken_since() {
         let (g, avail) = guard(GuardMode::PerWrite, GuardAction::Deny, Duration::from_secs(3600));
         let first = g.status(0).expect("a reading");
-        assert_eq!((first.available, first.usable), (1000, 900));
+        assert_eq!((first.available, first.usable), (1000, Some(900)));
         // Fresh enough: the cached reading stands, less 300 bytes taken since.
         avail.store(50_000, Ordering::Relaxed);
         let cached = g.status(300).expect("a reading");
-        assert_eq!((cached.available, cached.usable), (1000, 600));
+        assert_eq!((cached.available, cached.usable), (1000, Some(600)));
         assert!(cached.age >= first.age);
 
         let (g, avail) = guard(GuardMode::Init, GuardAction::Deny, Duration::ZERO);
         assert!(matches!(g.check_quota(2000).0, Verdict::Deny(_)));
         avail.store(50_000, Ordering::Relaxed);
         let fresh = g.status(0).expect("a reading");
-        assert_eq!((fresh.available, fresh.usable), (50_000, 49_900));
+        // The init-mode guard refuses no write: nothing to call usable.
+        assert_eq!((fresh.available, fresh.usable), (50_000, None));
 
         let (g, _) = guard(GuardMode::None, GuardAction::Deny, Duration::ZERO);
         assert_eq!(g.status(0), None);

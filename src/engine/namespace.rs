@@ -47,10 +47,10 @@ fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// What a new node is made of.
 /// An ACL a new node starts with: attribute name and value.
 type InitialAcl = (&'static [u8], Vec<u8>);
 
+/// What a new node is made of.
 struct NewNode<'a> {
     kind: FileKind,
     perm: u32,
