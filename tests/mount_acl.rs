@@ -146,6 +146,8 @@ fn acls_are_charged_to_the_quota_and_refused_without_the_option() {
     m.sh_ok("touch f");
     let before = m.stats().quota.used_bytes;
     assert!(m.stats().acl);
+    let text = Command::new(common::mount::BIN).arg("stats").arg(&m.path).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).lines().next().is_some_and(|l| l.ends_with(", POSIX ACLs on")));
     let names: Vec<String> = (1..=200).map(|u| format!("u:{u}:r")).collect();
     m.sh_ok(&format!("setfacl -m {} f", names.join(",")));
     let with = m.stats().quota.used_bytes;

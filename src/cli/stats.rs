@@ -94,7 +94,7 @@ pub fn render(r: &Report, mountpoint: &Path) -> String {
         out.push_str(&s);
         out.push('\n');
     };
-    line(format!("scratchfs {} on {}", r.version, mountpoint.display()));
+    line(format!("scratchfs {} on {}{}", r.version, mountpoint.display(), if r.acl { ", POSIX ACLs on" } else { "" }));
     line(format!(
         "  quota       {} used of {} ({}), {} free",
         human_bytes(r.quota.used_bytes),

@@ -132,9 +132,8 @@ impl Engine {
             return Err(FsError::TooManyLinks);
         }
         let (bits, acls) = self.initial_permissions(&pst, &new, caller);
-        let acl_slices: Vec<(&[u8], &[u8])> = acls.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let nodes = self.quota.reserve_node().map_err(|c| self.refused(c, new.op, parent))?;
-        let own = NODE_COST + new.extra + if acls.is_empty() { 0 } else { Xattrs::charge_for(&acl_slices) };
+        let own = NODE_COST + new.extra + if acls.is_empty() { 0 } else { Xattrs::charge_for(&acls) };
         let bytes = self.reserve(own + dentry_cost(name), new.op, parent)?;
 
         let now = Timestamp::now();
@@ -157,11 +156,14 @@ impl Engine {
             mtime: now,
             ctime: now,
         };
-        let mut xattrs = Xattrs::default();
-        for (n, v) in acl_slices {
-            xattrs.set(n, v);
-        }
-        let state = NodeState { meta, content: new.content, xattrs, charge: own, freed: false, orphan: false };
+        let state = NodeState {
+            meta,
+            content: new.content,
+            xattrs: Xattrs::with(acls),
+            charge: own,
+            freed: false,
+            orphan: false,
+        };
         let ino = self.table.alloc_ino();
         let node = Arc::new(Node::new(ino, new.kind, parent, state));
         node.lookups.store(1, Ordering::Release);

@@ -95,13 +95,29 @@ impl Xattrs {
         self.list.as_mut()?.iter_mut().find(|(n, _)| &**n == name).map(|(_, v)| &mut **v)
     }
 
-    /// What a new node's list holding exactly `attrs` is charged.
-    pub(crate) fn charge_for(attrs: &[(&[u8], &[u8])]) -> u64 {
+    /// The slots of a list that grew to hold `n` attributes.
+    fn slots_for(n: usize) -> usize {
         let mut slots = 0;
-        while slots < attrs.len() {
+        while slots < n {
             slots = grown(slots);
         }
-        attrs.iter().fold(list_charge(slots), |sum, (n, v)| sum + cost(n, v))
+        slots
+    }
+
+    /// What a new node's list holding exactly `attrs` is charged.
+    pub(crate) fn charge_for(attrs: &[(&'static [u8], Vec<u8>)]) -> u64 {
+        attrs.iter().fold(list_charge(Self::slots_for(attrs.len())), |sum, (n, v)| sum + cost(n, v))
+    }
+
+    /// A new node's list holding exactly `attrs` (names checked, no name
+    /// twice), as [`Xattrs::charge_for`] charged it; the values are moved in.
+    pub(crate) fn with(attrs: Vec<(&'static [u8], Vec<u8>)>) -> Xattrs {
+        if attrs.is_empty() {
+            return Xattrs::default();
+        }
+        let mut list = Vec::with_capacity(Self::slots_for(attrs.len()));
+        list.extend(attrs.into_iter().map(|(n, v)| (Name::from(n), v.into_boxed_slice())));
+        Xattrs { list: Some(Box::new(list)) }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -369,6 +385,18 @@ mod tests {
         assert_eq!((x.get(b"user.a"), x.charge()), (Some(&b"2"[..]), need));
         assert_eq!(x.remove(b"user.a").unwrap(), need);
         assert!(x.list.is_none());
+    }
+
+    #[test]
+    fn a_new_nodes_list_is_charged_what_it_holds() {
+        for n in [1, 2, 4, 5] {
+            let names: [&'static [u8]; 5] = [b"user.a", b"user.b", b"user.c", b"user.d", b"user.e"];
+            let attrs: Vec<(&'static [u8], Vec<u8>)> = names[..n].iter().map(|&k| (k, vec![7u8; 40])).collect();
+            let charge = Xattrs::charge_for(&attrs);
+            let x = Xattrs::with(attrs);
+            assert_eq!((x.items().len(), x.charge()), (n, charge), "{n} attributes");
+        }
+        assert!(Xattrs::with(Vec::new()).list.is_none());
     }
 
     #[test]
