@@ -3,8 +3,8 @@
 # same size, then fsx in every storage mode. scripts/test.sh runs it.
 #
 # Usage: scripts/conformance/run.sh [--long]
-#   --long   1,000,000 fsx operations (5 modes x 4 seeds x 50,000) instead
-#            of 500,000 (5 modes x 4 seeds x 25,000); same as CONFORMANCE_LONG=1
+#   --long   1,200,000 fsx operations (6 modes x 4 seeds x 50,000) instead
+#            of 600,000 (6 modes x 4 seeds x 25,000); same as CONFORMANCE_LONG=1
 #
 # 1. Builds scratchfs (cargo build --release --locked, honouring
 #    CARGO_TARGET_DIR) and uses that binary; SCRATCHFS_BIN=PATH skips this.
