@@ -125,7 +125,7 @@ fn check(e: &Engine, made: &[Made]) {
 }
 
 fn run(ops: Vec<Op>) {
-    let mut cfg = config(24 << 10, StoragePolicy::Auto);
+    let mut cfg = config(6 << 10, StoragePolicy::Auto);
     cfg.posix_acl = true;
     let e = Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
     let mut made = vec![Made { ino: Ino::ROOT, parent: Ino::ROOT, name: Vec::new(), dir: true }];
