@@ -9,30 +9,29 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use scratchfs::{Caller, Engine, FsError, Ino, StoragePolicy, XattrSet};
+use scratchfs::{Caller, Engine, FsError, Ino, XattrSet};
 
-const ACCESS: &[u8] = b"system.posix_acl_access";
-const DEFAULT: &[u8] = b"system.posix_acl_default";
+const ACCESS: &[u8] = ACL_ACCESS;
+const DEFAULT: &[u8] = ACL_DEFAULT;
 const UNDEFINED: u32 = u32::MAX;
 
 /// An ACL in the kernel's form from its parts; `named` users and groups
 /// are (id, perm), ids kept sorted and unique.
-fn acl(owner: u16, users: &[(u32, u16)], group: u16, groups: &[(u32, u16)], mask: Option<u16>, other: u16) -> Vec<u8> {
-    let mut v = 2u32.to_le_bytes().to_vec();
-    let mut push = |tag: u16, perm: u16, id: u32| {
-        v.extend_from_slice(&tag.to_le_bytes());
-        v.extend_from_slice(&perm.to_le_bytes());
-        v.extend_from_slice(&id.to_le_bytes());
-    };
-    push(0x01, owner, UNDEFINED);
-    users.iter().for_each(|&(id, p)| push(0x02, p, id));
-    push(0x04, group, UNDEFINED);
-    groups.iter().for_each(|&(id, p)| push(0x08, p, id));
-    if let Some(m) = mask {
-        push(0x10, m, UNDEFINED);
-    }
-    push(0x20, other, UNDEFINED);
-    v
+fn acl_of(
+    owner: u16,
+    users: &[(u32, u16)],
+    group: u16,
+    groups: &[(u32, u16)],
+    mask: Option<u16>,
+    other: u16,
+) -> Vec<u8> {
+    let mut e = vec![(0x01, owner, UNDEFINED)];
+    e.extend(users.iter().map(|&(id, p)| (0x02, p, id)));
+    e.push((0x04, group, UNDEFINED));
+    e.extend(groups.iter().map(|&(id, p)| (0x08, p, id)));
+    e.extend(mask.map(|m| (0x10, m, UNDEFINED)));
+    e.push((0x20, other, UNDEFINED));
+    acl(&e)
 }
 
 /// The entries of an ACL as (tag, perm).
@@ -55,7 +54,7 @@ fn acl_value() -> impl Strategy<Value = Vec<u8>> {
             let users: Vec<_> = users.into_iter().collect();
             let groups: Vec<_> = groups.into_iter().collect();
             let mask = if users.is_empty() && groups.is_empty() { mask } else { mask.or(Some(7)) };
-            let mut v = acl(o, &users, g, &groups, mask, other);
+            let mut v = acl_of(o, &users, g, &groups, mask, other);
             match defect {
                 0 => v.truncate(v.len() - 3),                         // not whole entries
                 1 => v[4..6].copy_from_slice(&0x20u16.to_le_bytes()), // others first
@@ -125,9 +124,7 @@ fn check(e: &Engine, made: &[Made]) {
 }
 
 fn run(ops: Vec<Op>) {
-    let mut cfg = config(6 << 10, StoragePolicy::Auto);
-    cfg.posix_acl = true;
-    let e = Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
+    let e = acl_engine(6 << 10);
     let mut made = vec![Made { ino: Ino::ROOT, parent: Ino::ROOT, name: Vec::new(), dir: true }];
     for (step, op) in ops.into_iter().enumerate() {
         let before = (snapshot(&e, &made), e.stats().used_bytes);

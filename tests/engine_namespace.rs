@@ -397,21 +397,10 @@ fn noatime_leaves_every_access_time_alone() {
     invariants(&e);
 }
 
-/// An ACL in the kernel's form: version 2, then (tag, perm, id) entries.
-fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut v = 2u32.to_le_bytes().to_vec();
-    for &(tag, perm, id) in entries {
-        v.extend_from_slice(&tag.to_le_bytes());
-        v.extend_from_slice(&perm.to_le_bytes());
-        v.extend_from_slice(&id.to_le_bytes());
-    }
-    v
-}
-
 #[test]
 fn posix_acls_keep_the_mode_in_step_and_are_inherited() {
-    const ACCESS: &[u8] = b"system.posix_acl_access";
-    const DEFAULT: &[u8] = b"system.posix_acl_default";
+    const ACCESS: &[u8] = ACL_ACCESS;
+    const DEFAULT: &[u8] = ACL_DEFAULT;
     const X: u32 = u32::MAX;
     let no_acls = engine(Q, StoragePolicy::Auto);
     let f = no_acls.mknod(Ino::ROOT, b"f", libc::S_IFREG | 0o600, 0, &ROOT).unwrap().ino;
@@ -419,9 +408,7 @@ fn posix_acls_keep_the_mode_in_step_and_are_inherited() {
     assert_eq!(no_acls.setxattr(f, ACCESS, &base, XattrSet::Upsert), Err(FsError::NotSupported));
     assert_eq!(no_acls.getxattr(f, ACCESS), Err(FsError::NotSupported));
 
-    let mut cfg = config(Q, StoragePolicy::Auto);
-    cfg.posix_acl = true;
-    let e = scratchfs::Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
+    let e = acl_engine(Q);
     let f = e.mknod(Ino::ROOT, b"f", libc::S_IFREG | 0o2770, 0, &ROOT).unwrap().ino;
     // Base entries only: the mode changes and no attribute is kept.
     e.setxattr(f, ACCESS, &base, XattrSet::Create).unwrap();

@@ -435,17 +435,7 @@ fn stats_show_file_paths_only_to_root_and_the_owner_and_print_names_escaped() {
     // Another user cannot list secret/, nor learn its names from the stats;
     // the figures (as `df` shows them) stay.
     // (Read in-process as fs uid nobody: the identity the daemon goes by.)
-    let json = as_fs_nobody(|| {
-        let path = cpath(&m.path);
-        let name = std::ffi::CString::new(scratchfs::fuse::STATS_XATTR).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
-        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        assert!(n > 0, "stats as nobody: {}", std::io::Error::last_os_error());
-        buf.truncate(n as usize);
-        buf
-    });
-    let theirs = scratchfs::report::Report::from_json(&json).expect("stats JSON");
+    let theirs = as_fs_nobody(|| common::mount::stats_at(&m.path));
     assert!(theirs.largest_files.is_empty(), "shown to nobody: {:?}", theirs.largest_files);
     assert!(theirs.quota.used_bytes >= 1 << 20 && theirs.nodes.used == mine.nodes.used, "{theirs:?}");
     // Printed for people, a name's escape sequence shows escaped.

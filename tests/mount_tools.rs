@@ -311,13 +311,7 @@ fn a_write_retried_against_a_full_quota_is_counted_every_time_and_logged_a_burst
 
 /// The mount root's stats, read in-process (quicker than `scratchfs stats`).
 fn stats_now(m: &Mount) -> scratchfs::report::Report {
-    let path = std::ffi::CString::new(m.path.as_os_str().as_encoded_bytes()).unwrap();
-    let name = std::ffi::CString::new(scratchfs::fuse::STATS_XATTR).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
-    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(n > 0, "stats xattr: {}", std::io::Error::last_os_error());
-    scratchfs::report::Report::from_json(&buf[..n as usize]).expect("stats JSON")
+    common::mount::stats_at(&m.path)
 }
 
 /// Opens `path` with `O_PATH`: the kernel keeps the file (and the daemon its

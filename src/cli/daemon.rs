@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::args::Settings;
 use super::units::{SizeSpec, human_bytes};
-use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, GuardMode, MemoryProbe, NoSpaceCause};
+use crate::engine::{Engine, EngineConfig, FsError, GuardConfig, MemoryProbe, NoSpaceCause};
 use crate::fuse::mount::{MountConfig, is_mounted, unmount};
 use crate::fuse::{AdapterOptions, FuseFs};
 
@@ -66,7 +66,7 @@ impl Plan {
             SizeSpec::Percent(p) => Some(p),
             SizeSpec::Bytes(_) => None,
         };
-        let usable = if guard_mode == GuardMode::None { available } else { available.saturating_sub(headroom) };
+        let usable = GuardConfig { mode: guard_mode, headroom, ..defaults }.usable(available);
         if size_percent.is_some() && usable == 0 {
             return Err(format!(
                 "no memory to give a percentage of: {} available, and the memory guard keeps {} of it free \

@@ -169,20 +169,26 @@ pub(crate) fn chmod(acl: &mut [u8], mode: u32) {
 pub(crate) fn inherit(acl: &mut [u8], mode: u32) -> (u32, bool) {
     let has_mask = entries(acl).any(|e| tag(e) == MASK);
     let mut out = mode & 0o777;
+    // A mask, or any named entry, says more than the mode.
+    let equivalent = !has_mask;
+    let mut named = false;
     for e in entries_mut(acl) {
         let shift = match tag(e) {
             USER_OBJ => 6,
             MASK => 3,
             GROUP_OBJ if !has_mask => 3,
             OTHER => 0,
+            USER | GROUP => {
+                named = true;
+                continue;
+            }
             _ => continue,
         };
         let p = perm(e) & (mode >> shift);
         set_perm(e, p);
         out = (out & !(RWX << shift)) | p << shift;
     }
-    let (_, equivalent) = mode_of(acl);
-    (out, equivalent)
+    (out, equivalent && !named)
 }
 
 #[cfg(test)]

@@ -82,6 +82,14 @@ pub struct GuardConfig {
     pub headroom: u64,
 }
 
+impl GuardConfig {
+    /// What of `available` memory the guard lets the filesystem have: all
+    /// of it without a guard, else what is left after the headroom.
+    pub fn usable(&self, available: u64) -> u64 {
+        if self.mode == GuardMode::None { available } else { available.saturating_sub(self.headroom) }
+    }
+}
+
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {

@@ -79,7 +79,7 @@ impl MemoryGuard {
         }
         let reading = self.take_reading(0);
         let Some(r) = reading else { return (Verdict::Allow, None) };
-        let usable = r.available.saturating_sub(self.cfg.headroom);
+        let usable = self.cfg.usable(r.available);
         if max_bytes <= usable {
             return (Verdict::Allow, reading);
         }
@@ -93,6 +93,21 @@ impl MemoryGuard {
         if self.cfg.mode != GuardMode::PerWrite || requested == 0 {
             return Verdict::Allow;
         }
+        self.refresh_if_stale(used_now);
+        let available = self.available.load(Ordering::Relaxed);
+        if available == u64::MAX {
+            return Verdict::Allow;
+        }
+        let usable = self.usable_now(available, used_now);
+        if requested <= usable {
+            return Verdict::Allow;
+        }
+        self.act(NoSpaceCause::MemoryGuard { requested, available: usable })
+    }
+
+    /// Takes a new reading if the latest is older than the interval (or
+    /// there is none), unless another thread is taking one right now.
+    fn refresh_if_stale(&self, used_now: u64) {
         let read_at = self.read_at.load(Ordering::Acquire);
         let interval = u64::try_from(self.cfg.interval.as_nanos()).unwrap_or(NEVER);
         if (read_at == NEVER || self.now().saturating_sub(read_at) >= interval)
@@ -100,16 +115,14 @@ impl MemoryGuard {
         {
             self.take_reading(used_now);
         }
-        let available = self.available.load(Ordering::Relaxed);
-        if available == u64::MAX {
-            return Verdict::Allow;
-        }
+    }
+
+    /// What the filesystem may still take: the reading `available`, less
+    /// what the quota took since it (`used_now` against the usage then),
+    /// less the headroom.
+    fn usable_now(&self, available: u64, used_now: u64) -> u64 {
         let since = used_now.saturating_sub(self.used_at_reading.load(Ordering::Relaxed));
-        let usable = available.saturating_sub(since).saturating_sub(self.cfg.headroom);
-        if requested <= usable {
-            return Verdict::Allow;
-        }
-        self.act(NoSpaceCause::MemoryGuard { requested, available: usable })
+        self.cfg.usable(available.saturating_sub(since))
     }
 
     fn act(&self, cause: NoSpaceCause) -> Verdict {
@@ -143,21 +156,14 @@ impl MemoryGuard {
         if self.cfg.mode == GuardMode::None {
             return None;
         }
-        let read_at = self.read_at.load(Ordering::Acquire);
-        let interval = u64::try_from(self.cfg.interval.as_nanos()).unwrap_or(NEVER);
-        if (read_at == NEVER || self.now().saturating_sub(read_at) >= interval)
-            && let Some(_busy) = self.refreshing.try_lock()
-        {
-            self.take_reading(used_now);
-        }
+        self.refresh_if_stale(used_now);
         let available = self.last_available()?;
         let read_at = self.read_at.load(Ordering::Acquire);
-        let since = used_now.saturating_sub(self.used_at_reading.load(Ordering::Relaxed));
         Some(GuardStatus {
             available,
             age: Duration::from_nanos(self.now().saturating_sub(read_at)),
             usable: (self.cfg.mode == GuardMode::PerWrite && self.cfg.action == GuardAction::Deny)
-                .then(|| available.saturating_sub(since).saturating_sub(self.cfg.headroom)),
+                .then(|| self.usable_now(available, used_now)),
         })
     }
 }

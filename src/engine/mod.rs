@@ -239,9 +239,7 @@ impl Engine {
     /// or change of owner does) and gives back its charge.
     fn kill_capability(&self, st: &mut NodeState) {
         if !st.xattrs.is_empty() {
-            let freed = st.xattrs.kill_capability();
-            st.charge -= freed;
-            self.quota.release(freed);
+            let _ = self.drop_xattr(st, b"security.capability");
         }
     }
 

@@ -220,12 +220,6 @@ impl Xattrs {
             acl::chmod(a, mode);
         }
     }
-
-    /// Drops the `security.capability` attribute (a write or a change of
-    /// owner revokes file capabilities); returns the quota bytes freed.
-    pub(crate) fn kill_capability(&mut self) -> u64 {
-        self.remove(b"security.capability").unwrap_or(0)
-    }
 }
 
 impl super::Engine {
@@ -253,19 +247,21 @@ impl super::Engine {
         keeps_sgid: impl FnOnce(u32) -> bool,
     ) -> Result<()> {
         check_name(name, self.cfg.posix_acl)?;
+        let is_acl = acl::is_acl_name(name);
         let node = self.node(ino)?;
+        // Checked before the node is locked (it depends on the value only),
+        // answered after the checks that come first.
+        let parsed = is_acl.then(|| acl::parse(value));
         let mut st = node.state.write();
         // Released (its charges given back) but not yet out of the table.
         if st.freed {
             return Err(FsError::NotFound);
         }
-        if !acl::is_acl_name(name) {
-            return self.store_xattr(&mut st, ino, name, value, mode);
-        }
+        let Some(parsed) = parsed else { return self.store_xattr(&mut st, ino, name, value, mode) };
         if node.kind == super::FileKind::Symlink {
             return Err(FsError::NotSupported);
         }
-        let parsed = acl::parse(value)?;
+        let parsed = parsed?;
         if name == acl::DEFAULT && !node.is_dir() {
             // Linux: only directories have default ACLs.
             return if parsed.is_some() { Err(FsError::AccessDenied) } else { Ok(()) };
@@ -287,14 +283,22 @@ impl super::Engine {
         match keep {
             Some(a) => self.store_xattr(&mut st, ino, name, a, XattrSet::Upsert)?,
             None => {
-                let freed = st.xattrs.remove(name).unwrap_or(0);
-                st.charge -= freed;
-                self.quota.release(freed);
+                // Nothing to drop is fine: the mode alone says it.
+                let _ = self.drop_xattr(&mut st, name);
                 st.meta.ctime = super::Timestamp::now();
             }
         }
         st.meta.perm = perm as u16;
         Ok(())
+    }
+
+    /// Removes attribute `name` of the node whose state is `st` and gives
+    /// its bytes back to the quota; returns them.
+    pub(crate) fn drop_xattr(&self, st: &mut super::node::NodeState, name: &[u8]) -> Result<u64> {
+        let freed = st.xattrs.remove(name)?;
+        st.charge -= freed;
+        self.quota.release(freed);
+        Ok(freed)
     }
 
     /// Stores an attribute whose name was checked.
@@ -343,12 +347,12 @@ impl super::Engine {
         if st.freed {
             return Err(FsError::NotFound);
         }
-        let freed = match st.xattrs.remove(name) {
-            Err(FsError::NoData) if acl::is_acl_name(name) => 0,
-            r => r?,
-        };
-        st.charge -= freed;
-        self.quota.release(freed);
+        match self.drop_xattr(&mut st, name) {
+            Err(FsError::NoData) if acl::is_acl_name(name) => {}
+            r => {
+                r?;
+            }
+        }
         st.meta.ctime = super::Timestamp::now();
         Ok(())
     }

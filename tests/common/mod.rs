@@ -52,6 +52,28 @@ pub fn engine(quota: u64, storage: StoragePolicy) -> Engine {
     Engine::with_probe(config(quota, storage), Box::new(FakeProbe::new(u64::MAX))).expect("engine")
 }
 
+/// The attribute names of POSIX ACLs.
+pub const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+pub const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+/// An ACL in the kernel's form: version 2, then (tag, perm, id) entries.
+pub fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// An engine that keeps POSIX ACLs, guard off.
+pub fn acl_engine(quota: u64) -> Engine {
+    let mut cfg = config(quota, StoragePolicy::Auto);
+    cfg.posix_acl = true;
+    Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).expect("engine")
+}
+
 pub fn rw() -> OpenFlags {
     OpenFlags { read: true, write: true, truncate: false, exclusive: false }
 }

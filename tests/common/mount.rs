@@ -60,6 +60,18 @@ pub fn force_unmount(path: &Path) {
     }
 }
 
+/// The stats of the mount at `path`, read in-process from its root's
+/// stats attribute (quicker than `scratchfs stats`; as whoever calls it).
+pub fn stats_at(path: &Path) -> scratchfs::report::Report {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let name = std::ffi::CString::new(scratchfs::fuse::STATS_XATTR).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+    let n = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n > 0, "stats xattr: {}", std::io::Error::last_os_error());
+    scratchfs::report::Report::from_json(&buf[..n as usize]).expect("stats JSON")
+}
+
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
