@@ -15,6 +15,17 @@ cd "$root"
 "$root/scripts/setup.sh"
 cargo_path
 step() { echo; echo "==== $*"; }
+# A one-shot run gains nothing from incremental caches, which would add about
+# half a GiB to target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Free disk where target/ lives: printed at the start and the end, with a
+# warning up front when a cold build may not fit: a cold run from a fresh clone
+# left 1.0 GiB in target/ (2026-11-23: debug 618 MiB, release 379 MiB).
+free_gib() { df -Pk "$root" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+echo "disk: $(free_gib) GiB free under $root"
+if awk -v f="$(free_gib)" 'BEGIN { exit !(f < 1.5) }'; then
+  echo "warning: under 1.5 GiB free; a cold build and test run writes about 1 GiB" >&2
+fi
 # scratchfs mounts that exist before the run (e.g. a user's own scratch dir,
 # or one left by an interrupted run) are not ours: reported, not failed on.
 scratch_mounts() { awk '$3 == "fuse.scratchfs" { print $2 }' /proc/self/mounts | sort; }
@@ -37,4 +48,5 @@ stray=$(comm -13 <(echo "$mounts_before") <(scratch_mounts))
 if [ -n "$stray" ]; then
   sed 's/^/  /' <<<"$stray" >&2; echo "stray scratchfs mounts left behind by this run" >&2; exit 1
 fi
+echo "disk: $(free_gib) GiB free at the end"
 echo "all tests passed"
