@@ -252,6 +252,16 @@ fn what_the_engine_holds_never_exceeds_what_the_quota_charged() {
                 e.setxattr(ino, format!("user.k{i:05}").as_bytes(), b"0123456789abcdef", XattrSet::Create).unwrap();
             }
         }),
+        // Values replaced by shorter ones: shrunk where they are.
+        measure("xattrs, 4,000-byte values cut to 100", 500, |e| {
+            let (ino, fh) = common::file_with(e, root, "x", b"");
+            e.release(fh).unwrap();
+            for i in 0..500 {
+                let name = format!("user.k{i:05}");
+                e.setxattr(ino, name.as_bytes(), &[7; 4000], XattrSet::Create).unwrap();
+                e.setxattr(ino, name.as_bytes(), &[8; 100], XattrSet::Replace).unwrap();
+            }
+        }),
         // A node's first attribute brings its list (a box and a few slots).
         measure_on_open_files(StoragePolicy::Auto, "first xattr of 2,000 files", |e, ino, _| {
             e.setxattr(ino, b"user.a", b"1", XattrSet::Create).unwrap();

@@ -173,3 +173,63 @@ fn acls_are_charged_to_the_quota_and_refused_without_the_option() {
     assert!(acl.contains("user::rw-\ngroup::r--\nother::---"), "{acl}");
     assert!(plain.unmount().success());
 }
+
+/// `setxattr(2)` of `name` on `path` (0 flags: create or replace).
+fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a buffer of the given length.
+    let rc = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[test]
+fn a_full_filesystem_still_takes_shorter_acls_and_attribute_values() {
+    require_acl_tools();
+    let Some(m) = Mount::new(&["--size", "8M", "--acl"]) else { return };
+    let names: Vec<String> = (1..=200).map(|u| format!("u:{u}:r")).collect();
+    m.sh_ok(&format!("touch f && setfacl -m {} f", names.join(",")));
+    m.sh_ok("touch v && for i in $(seq 0 15); do touch filler$i; done");
+    set_xattr(&m.path.join("v"), "user.v", &[b'a'; 2000]).unwrap();
+    // Fill the quota: data in 1 MiB writes, then attributes of falling
+    // sizes spread over files (a list of at most 16 slots each).
+    let data = std::fs::File::create(m.path.join("data")).unwrap();
+    let mut at = 0u64;
+    while std::os::unix::fs::FileExt::write_at(&data, &[7u8; 1 << 20], at).is_ok() {
+        at += 1 << 20;
+    }
+    drop(data);
+    let mut made = 0;
+    for size in [60_000, 8_000, 1_000, 120, 0] {
+        for i in 0..16 {
+            let file = m.path.join(format!("filler{i}"));
+            while made < 16 * 16 && set_xattr(&file, &format!("user.fill{made:03}"), &vec![b'x'; size]).is_ok() {
+                made += 1;
+            }
+        }
+    }
+    let q = m.stats().quota;
+    let free = q.max_bytes.saturating_sub(q.used_bytes + q.unaccounted_bytes);
+    assert!(free < 1_000, "{free} bytes still free after filling");
+
+    // A longer value is refused; a shorter one is taken and frees the rest.
+    let err = set_xattr(&m.path.join("v"), "user.v", &[b'b'; 3000]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    let before = m.stats().quota.used_bytes;
+    set_xattr(&m.path.join("v"), "user.v", &[b'c'; 500]).unwrap();
+    assert_eq!(std::fs::read(m.path.join("v")).unwrap(), b"");
+    let value = m.sh_ok("getfattr --only-values -n user.v v");
+    assert_eq!(value, "c".repeat(500));
+    assert_eq!(m.stats().quota.used_bytes, before - 1500);
+
+    // Dropping entries from an ACL shrinks it: taken; adding one is not.
+    let out = m.sh("setfacl -m u:201:r f");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left on device"), "{out:?}");
+    m.sh_ok("setfacl -x u:1,u:2 f");
+    let acl = m.sh_ok("getfacl -n f");
+    let named = acl.lines().filter(|l| l.starts_with("user:") && !l.starts_with("user::")).count();
+    assert_eq!(named, 198, "{acl}");
+    assert!(!acl.contains("user:1:") && !acl.contains("user:2:") && acl.contains("user:3:r--"), "{acl}");
+    assert!(m.unmount().success());
+}

@@ -139,10 +139,12 @@ impl Xattrs {
     }
 
     /// Validates a set of a name `check_name` accepted and returns
-    /// `(bytes to reserve, bytes the old value frees)`. A new value of the
-    /// old one's length is copied over it (`set`), so it costs nothing; any
-    /// other replacement holds both values for a moment and is charged in
-    /// full before the old one is released.
+    /// `(bytes to reserve, bytes the old value frees)`. A new value no
+    /// longer than the old one is copied over it and the old one's buffer
+    /// shrunk in place (`set`), so it reserves nothing and frees the
+    /// difference: on a full filesystem an attribute can still shrink. A
+    /// longer one holds both values for a moment and is charged in full
+    /// before the old one is released.
     pub(crate) fn plan_set(&self, name: &[u8], value: &[u8], mode: XattrSet) -> Result<(u64, u64)> {
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
@@ -150,7 +152,7 @@ impl Xattrs {
         match (self.get(name), mode) {
             (Some(_), XattrSet::Create | XattrSet::CreateAndReplace) => Err(FsError::Exists),
             (None, XattrSet::Replace | XattrSet::CreateAndReplace) => Err(FsError::NoData),
-            (Some(old), _) if old.len() == value.len() => Ok((0, 0)),
+            (Some(old), _) if value.len() <= old.len() => Ok((0, cost(name, old) - cost(name, value))),
             (Some(old), _) => Ok((cost(name, value), cost(name, old))),
             (None, _) => {
                 if self.list_len() + name.len() + 1 > XATTR_LIST_MAX {
@@ -166,6 +168,15 @@ impl Xattrs {
         let list = self.list.get_or_insert_with(Box::default);
         match list.iter_mut().find(|(n, _)| &**n == name) {
             Some((_, v)) if v.len() == value.len() => v.copy_from_slice(value),
+            Some((_, v)) if v.len() > value.len() => {
+                let mut kept = std::mem::take(v).into_vec();
+                kept.truncate(value.len());
+                kept.copy_from_slice(value);
+                // Values are below the mmap threshold: glibc shrinks the
+                // chunk where it is, without a second allocation.
+                shrink_buffer(&mut kept, value.len());
+                *v = kept.into_boxed_slice();
+            }
             Some((_, v)) => *v = value.into(),
             None => {
                 if list.len() == list.capacity() {
@@ -387,6 +398,15 @@ mod tests {
         assert_eq!(x.plan_set(b"user.a", b"2", XattrSet::Upsert).unwrap(), (0, 0));
         x.set(b"user.a", b"2");
         assert_eq!((x.get(b"user.a"), x.charge()), (Some(&b"2"[..]), need));
+        // A shorter one is copied over the old one and frees the difference.
+        x.set(b"user.a", &[9; 1000]);
+        assert_eq!(x.charge(), need + 999);
+        assert_eq!(x.plan_set(b"user.a", b"abc", XattrSet::Replace).unwrap(), (0, 997));
+        x.set(b"user.a", b"abc");
+        assert_eq!((x.get(b"user.a"), x.charge()), (Some(&b"abc"[..]), need + 2));
+        x.set(b"user.a", b"");
+        assert_eq!((x.get(b"user.a"), x.charge()), (Some(&b""[..]), need - 1));
+        x.set(b"user.a", b"2");
         assert_eq!(x.remove(b"user.a").unwrap(), need);
         assert!(x.list.is_none());
     }
