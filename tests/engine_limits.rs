@@ -125,6 +125,39 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
 }
 
 #[test]
+fn a_full_quota_still_renames_to_a_name_no_longer_than_the_old_one() {
+    // The same tree on a roomy engine and on one whose quota it fills exactly.
+    let build = |quota| {
+        let e = engine(quota, StoragePolicy::Auto);
+        let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+        e.mknod(Ino::ROOT, b"name-of-23-bytes-......", libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
+        (e, d)
+    };
+    let used = build(64 << 20).0.stats().used_bytes;
+    let (e, d) = build(used);
+    assert_eq!(e.stats().used_bytes, used, "full");
+    // The same length, in the same directory and into another one.
+    e.rename(Ino::ROOT, b"name-of-23-bytes-......", Ino::ROOT, b"other-name-of-23-bytes.", RenameMode::Replace)
+        .unwrap();
+    e.rename(Ino::ROOT, b"other-name-of-23-bytes.", d, b"name-of-23-bytes-......", RenameMode::Replace).unwrap();
+    assert_eq!(e.stats().used_bytes, used);
+    // Shorter: the difference comes back.
+    e.rename(d, b"name-of-23-bytes-......", Ino::ROOT, b"f", RenameMode::Replace).unwrap();
+    assert_eq!(e.stats().used_bytes, used - 22);
+    // Longer than what is free: refused, unchanged.
+    let r = e.rename(Ino::ROOT, b"f", d, &[b'x'; 30], RenameMode::Replace);
+    assert!(is_quota(&r), "{r:?}");
+    assert_eq!(
+        (names(&e, Ino::ROOT), names(&e, d), e.stats().used_bytes),
+        (vec!["d".into(), "f".into()], vec![], used - 22)
+    );
+    // Longer by no more than is free: taken.
+    e.rename(Ino::ROOT, b"f", d, &[b'x'; 23], RenameMode::Replace).unwrap();
+    assert_eq!(e.stats().used_bytes, used);
+    invariants(&e);
+}
+
+#[test]
 fn a_full_quota_still_takes_an_xattr_value_no_longer_than_the_old_one() {
     // The same tree on a roomy engine and on one whose quota it fills exactly.
     let build = |quota| {
@@ -178,20 +211,18 @@ fn refused_creations_leave_no_trace() {
 
 #[test]
 fn rename_to_a_longer_name_needs_quota() {
-    // After the root and `x`, an entry with a 230-byte name is left: a
-    // 200-byte name (with its entry, charged before the old one is released)
-    // fits; a 255-byte one does not.
+    // After the root and `x`, 100 bytes are left: the old entry is released
+    // before the new one is made, so a name up to 100 bytes longer than `x`
+    // fits and one 101 bytes longer does not.
     let root = scratchfs::NODE_COST + scratchfs::DIR_INDEX_COST;
-    let e = engine(
-        root + scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + scratchfs::DENTRY_COST + 230,
-        StoragePolicy::Auto,
-    );
+    let e = engine(root + scratchfs::NODE_COST + scratchfs::DENTRY_COST + 1 + 100, StoragePolicy::Auto);
     e.mknod(Ino::ROOT, b"x", libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
     let long = [b'y'; 255];
-    let r = e.rename(Ino::ROOT, b"x", Ino::ROOT, &long, RenameMode::Replace);
+    let r = e.rename(Ino::ROOT, b"x", Ino::ROOT, &long[..102], RenameMode::Replace);
     assert!(is_quota(&r), "{r:?}");
     assert_eq!(names(&e, Ino::ROOT), ["x"]);
-    e.rename(Ino::ROOT, b"x", Ino::ROOT, &long[..200], RenameMode::Replace).unwrap();
+    e.rename(Ino::ROOT, b"x", Ino::ROOT, &long[..101], RenameMode::Replace).unwrap();
+    assert_eq!(e.stats().used_bytes, e.stats().quota_bytes);
     invariants(&e);
 }
 

@@ -508,14 +508,18 @@ impl Engine {
             }
         } else {
             // The target entry (if any) is repointed and keeps its charged
-            // name; otherwise the new name is charged before the old goes.
+            // name; otherwise a new entry is made. The old entry goes first
+            // (its name is freed at once), so only what the new one needs
+            // beyond it is reserved: on a full filesystem a rename to a name
+            // no longer than the old one still works, as on tmpfs.
+            let frees = dentry_cost(name);
             let grow = if dst.is_some() { 0 } else { dentry_cost(newname) };
-            let bytes = self.reserve(grow, "rename", newparent)?;
+            let bytes = self.reserve(grow.saturating_sub(frees), "rename", newparent)?;
             if let Some(d) = parents.old_parent().dir_mut() {
                 d.remove(name);
             }
-            parents.old_parent().charge -= dentry_cost(name);
-            self.quota.release(dentry_cost(name));
+            parents.old_parent().charge -= frees;
+            self.quota.release(frees.saturating_sub(grow));
             let nd = parents.new_parent();
             match nd.dir_mut() {
                 Some(d) if dst.is_some() => d.repoint(newname, src.0, src.1),
