@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use scratchfs::{
-    Engine, FsError, GuardAction, GuardConfig, GuardMode, Ino, NoSpaceCause, RenameMode, StoragePolicy, WriteOptions,
-    XattrSet,
+    Engine, Fallocate, FsError, GuardAction, GuardConfig, GuardMode, Ino, NoSpaceCause, RenameMode, Seek,
+    StoragePolicy, WriteOptions, XattrSet,
 };
 
 const W: WriteOptions = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: false };
@@ -121,6 +121,34 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
     assert_eq!(e.stats().used_bytes, before);
     e.removexattr(l.ino, b"trusted.first").unwrap();
     assert_eq!(e.stats().used_bytes, no_xattrs);
+    invariants(&e);
+}
+
+#[test]
+fn a_full_quota_still_punches_holes() {
+    // One sequential file of 3 MiB fills the quota exactly.
+    let build = |quota| {
+        let e = engine(quota, StoragePolicy::Sequential);
+        let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 3 << 20]);
+        (e, ino, fh)
+    };
+    let used = build(64 << 20).0.stats().used_bytes;
+    let (e, _, fh) = build(used);
+    assert_eq!(e.stats().used_bytes, used, "full");
+    // Inside one extent: a split would need a copy that does not fit, so
+    // the range is zeroed where it lies; no refusal, nothing charged.
+    e.fallocate(fh, 100_000, 8192, Fallocate::PunchHole).unwrap();
+    let mut want = vec![1u8; 3 << 20];
+    want[100_000..108_192].fill(0);
+    assert_eq!(content(&e, fh), want);
+    assert_eq!((e.stats().used_bytes, e.stats().refusals.quota), (used, 0));
+    // Over whole extents and the ends of others: freed as holes.
+    e.fallocate(fh, 1 << 20, 2 << 20, Fallocate::PunchHole).unwrap();
+    want[1 << 20..].fill(0);
+    assert_eq!(content(&e, fh), want);
+    assert!(e.stats().used_bytes < used - (2 << 20) + 4096, "the punched megabytes come back");
+    assert_eq!(e.lseek(fh, 0, Seek::Hole), Ok(1 << 20));
+    e.release(fh).unwrap();
     invariants(&e);
 }
 

@@ -138,6 +138,19 @@ impl Engine {
         ino: Ino,
         cost: impl Fn(&FileData, Plan) -> u64,
     ) -> Result<(Reservation<'_>, Plan)> {
+        self.try_reserve_change(file, preferred, ino, cost).map_err(|cause| self.refused(cause, op, ino))
+    }
+
+    /// [`Engine::reserve_change`] for a caller with a way out: when even the
+    /// plain plan does not fit, the cause, not counted or logged as a
+    /// refusal.
+    fn try_reserve_change(
+        &self,
+        file: &FileData,
+        preferred: Plan,
+        ino: Ino,
+        cost: impl Fn(&FileData, Plan) -> u64,
+    ) -> std::result::Result<(Reservation<'_>, Plan), NoSpaceCause> {
         if preferred != Plan::PLAIN {
             match self.reserve_quiet(cost(file, preferred)) {
                 Ok(r) => return Ok((r, preferred)),
@@ -148,7 +161,7 @@ impl Engine {
                 Err(_) => {}
             }
         }
-        Ok((self.reserve(cost(file, Plan::PLAIN), op, ino)?, Plan::PLAIN))
+        Ok((self.reserve_quiet(cost(file, Plan::PLAIN))?, Plan::PLAIN))
     }
 
     fn count_promotion(&self) {
@@ -251,13 +264,21 @@ impl Engine {
             }
             Fallocate::PunchHole => {
                 let preferred = Plan { promote: self.wants_promotion(file, off), whole_cells: false };
-                let (bytes, plan) = self.reserve_change(file, preferred, "punch hole", node.ino, |f, p| {
-                    f.punch_cost(off, len, p.promote)
-                })?;
-                file.punch(off, len, plan.promote);
-                bytes.settle(before, file.charge());
-                if plan.promote {
-                    self.count_promotion();
+                let cost = |f: &FileData, p: Plan| f.punch_cost(off, len, p.promote);
+                match self.try_reserve_change(file, preferred, node.ino, cost) {
+                    Ok((bytes, plan)) => {
+                        file.punch(off, len, plan.promote);
+                        bytes.settle(before, file.charge());
+                        if plan.promote {
+                            self.count_promotion();
+                        }
+                    }
+                    // A hole inside one extent splits it, which needs a copy
+                    // of one side; where that does not fit, the range is
+                    // zeroed where it lies: it reads as a hole reads, costs
+                    // nothing and frees nothing. A punch is never refused,
+                    // as on tmpfs.
+                    Err(_) => file.zero_stored(off, len),
                 }
             }
         }

@@ -56,6 +56,23 @@ impl Chunk {
         self.data.len() as u64
     }
 
+    /// Drops the bytes before `at` (inside the chunk), shifting the rest
+    /// down in its own buffer.
+    fn cut_front(&mut self, at: u64) {
+        let skip = (at - self.start) as usize;
+        self.edit(|v| {
+            v.copy_within(skip.., 0);
+            v.truncate(v.len() - skip);
+        });
+        self.start = at;
+    }
+
+    /// Drops the bytes from `at` (inside the chunk) on.
+    fn cut_back(&mut self, at: u64) {
+        let keep = (at - self.start) as usize;
+        self.edit(|v| v.truncate(keep));
+    }
+
     /// Mutable access to the chunk's bytes. Zero-copy when no reader holds a
     /// clone; otherwise the bytes are copied (the reader keeps the old ones).
     fn edit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
@@ -508,8 +525,7 @@ impl ChunkList {
             && last.end() > size
         {
             let (old, cut) = (last.len(), last.end() - size);
-            let new_len = (size - last.start) as usize;
-            last.edit(|v| v.truncate(new_len));
+            last.cut_back(size);
             self.charge -= extent_charge(old) - extent_charge(old - cut);
             self.stored -= cut;
         }
@@ -518,14 +534,16 @@ impl ChunkList {
     // ---------------------------------------------------------- punch hole
 
     /// Quota needed to punch `[off, end)`: splitting one extent in two needs
-    /// a new allocation for the part after the hole.
+    /// a new allocation for the smaller of the parts before and after the
+    /// hole.
     pub(crate) fn punch_cost(&self, off: u64, end: u64) -> u64 {
         let inside = |s: u64, e: u64| s < off && e > end;
         let chunk = self.chunks.get(self.first_after(off)).filter(|c| inside(c.start, c.end()));
         let tail = (self.tail_active() && inside(self.tail_start, self.tail_end())).then_some(());
         match (chunk, tail) {
-            (Some(c), _) => extent_charge(c.end() - end),
-            (None, Some(())) => extent_charge(self.tail_end() - end),
+            // The smaller side is copied out (`punch`).
+            (Some(c), _) => extent_charge((off - c.start).min(c.end() - end)),
+            (None, Some(())) => extent_charge((off - self.tail_start).min(self.tail_end() - end)),
             (None, None) => 0,
         }
     }
@@ -546,20 +564,23 @@ impl ChunkList {
             self.charge -= extent_charge(c.len());
             self.stored -= c.len();
             if s < off && e > end {
-                let suffix = Chunk { start: end, data: Bytes::copy_from_slice(&c.data[(end - s) as usize..]) };
-                c.edit(|v| v.truncate((off - s) as usize));
-                kept.push(c);
-                kept.push(suffix);
+                // One side keeps the buffer (shrunk where it lies), the
+                // smaller one is copied out: `punch_cost` reserved that.
+                if off - s <= e - end {
+                    kept.push(Chunk { start: s, data: Bytes::copy_from_slice(&c.data[..(off - s) as usize]) });
+                    c.cut_front(end);
+                    kept.push(c);
+                } else {
+                    let suffix = Chunk { start: end, data: Bytes::copy_from_slice(&c.data[(end - s) as usize..]) };
+                    c.cut_back(off);
+                    kept.push(c);
+                    kept.push(suffix);
+                }
             } else if s < off {
-                c.edit(|v| v.truncate((off - s) as usize));
+                c.cut_back(off);
                 kept.push(c);
             } else if e > end {
-                let skip = (end - s) as usize;
-                c.edit(|v| {
-                    v.copy_within(skip.., 0);
-                    v.truncate(v.len() - skip);
-                });
-                c.start = end;
+                c.cut_front(end);
                 kept.push(c);
             }
         }

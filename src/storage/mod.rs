@@ -312,6 +312,19 @@ impl FileData {
         }
     }
 
+    /// Makes the stored bytes in `[off, off + len)` read as zeros where they
+    /// lie; holes stay holes, the size and the charge stay.
+    pub fn zero_stored(&mut self, off: u64, len: u64) {
+        let (s, e) = self.clamp(off, len);
+        if s >= e {
+            return;
+        }
+        match &mut self.repr {
+            Repr::Sequential(c) => c.zero_existing(s, e),
+            Repr::RandomAccess(b) => b.zero_existing(s, e),
+        }
+    }
+
     /// Quota needed to back `[off, off + len)` with memory.
     pub fn allocate_cost(&self, off: u64, len: u64) -> u64 {
         match &self.repr {

@@ -270,6 +270,40 @@ fn punch_inside_an_extent_splits_it_and_frees_the_middle() {
 }
 
 #[test]
+fn a_split_copies_out_the_smaller_side() {
+    for (off, end) in [(20_000u64, 30_000u64), (150_000, 190_000)] {
+        let mut f = FileData::new(Shape::Sequential);
+        f.write(0, &(0..200_000u32).map(|i| i as u8).collect::<Vec<_>>(), Plan::PLAIN);
+        f.compact();
+        let smaller = off.min(200_000 - end);
+        assert_eq!(f.punch_cost(off, end - off, false), extent_charge(smaller), "hole [{off}, {end})");
+        f.punch(off, end - off, false);
+        assert_eq!(f.charge(), extent_charge(off) + extent_charge(200_000 - end));
+        let mut model: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        model[off as usize..end as usize].fill(0);
+        check(&f, &model);
+        assert_eq!((f.seek(0, Seek::Hole), f.seek(off, Seek::Data)), (Some(off), Some(end)));
+    }
+}
+
+#[test]
+fn zeroing_stored_bytes_changes_neither_charge_nor_holes() {
+    for shape in [Shape::Sequential, Shape::RandomAccess] {
+        let mut f = FileData::new(shape);
+        f.write(0, &[5u8; 10_000], Plan::PLAIN);
+        f.write(300_000, &[6u8; 10_000], Plan::PLAIN);
+        f.compact();
+        let (charge, stored) = (f.charge(), f.stored());
+        f.zero_stored(5_000, 400_000);
+        let mut model = vec![0u8; 310_000];
+        model[..5_000].fill(5);
+        check(&f, &model);
+        assert_eq!((f.charge(), f.stored()), (charge, stored), "{shape:?}");
+        assert_eq!(f.seek(0, Seek::Hole), f.seek(10_000, Seek::Hole), "{shape:?}: the hole stays where it was");
+    }
+}
+
+#[test]
 fn mapped_buffers_are_charged_their_whole_mapping() {
     // A heap chunk: 8-byte header, rounded to 16, covered by 32 bytes.
     assert_eq!(alloc_overhead(100), 32);

@@ -30,6 +30,12 @@ pub fn require_fuse() -> bool {
     true
 }
 
+/// Panics unless `setfacl` (Debian's acl package) is installed.
+pub fn require_acl_tools() {
+    let ok = Command::new("setfacl").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "setfacl is missing: install the acl package (scripts/setup.sh does)");
+}
+
 /// Makes this test process the reaper of orphaned daemons, so that a
 /// backgrounded daemon's exit can be observed (and nothing is left as a
 /// zombie of an init that does not reap).
