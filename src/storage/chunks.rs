@@ -10,13 +10,17 @@
 //!   holes and cost nothing. A frozen extent is always allocated to its exact
 //!   length, so its charge is its length plus fixed overheads (`extent_charge`).
 //! - Random writes are rare here (under `auto` storage they promote the file
-//!   to a block map), but they must still work: they overwrite extents in
-//!   place (copying an extent only when a reader still holds it) and fill
-//!   holes with new extents.
+//!   to a block map, up to the promotion limit), but they must still work:
+//!   they overwrite extents in place (copying an extent only when a reply
+//!   still holds it) and fill holes with new extents. That includes the
+//!   2 MiB mappings of streaming writers, which stay mappings: an overwrite
+//!   of 4 KiB in a large file costs 4 KiB, not a copy of its cell.
 //!
 //! Every mutating operation has a `*_cost` twin computed from the same state
 //! without changing it; the engine reserves that much quota first, then
 //! applies the change, which cannot fail.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -41,48 +45,128 @@ pub(crate) fn extent_charge(cap: u64) -> u64 {
     if cap == 0 { 0 } else { cap + alloc_overhead(cap) + EXTENT_SLOT }
 }
 
+/// An extent's bytes. Replies share them (zero-copy reads); a change made
+/// while a reply holds them copies them first, and the reply keeps the old.
+enum Data {
+    /// An exact-size buffer, from the heap or mapped by glibc when large.
+    Heap(Bytes),
+    /// A whole grid cell a streaming writer filled: a 2 MiB mapping of our
+    /// own (`HugeBuf`), changed in place while no reply holds it.
+    Huge(Arc<HugeBuf>),
+}
+
+/// A reply's hold on a huge extent.
+struct HugeShare(Arc<HugeBuf>);
+
+impl AsRef<[u8]> for HugeShare {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
 struct Chunk {
     start: u64,
     /// Never empty; length equals the allocation's size.
-    data: Bytes,
+    data: Data,
 }
 
 impl Chunk {
+    fn heap(start: u64, data: Bytes) -> Chunk {
+        Chunk { start, data: Data::Heap(data) }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            Data::Heap(b) => b,
+            Data::Huge(h) => (**h).as_ref(),
+        }
+    }
+
     fn end(&self) -> u64 {
-        self.start + self.data.len() as u64
+        self.start + self.len()
     }
 
     fn len(&self) -> u64 {
-        self.data.len() as u64
+        self.bytes().len() as u64
     }
 
-    /// Drops the bytes before `at` (inside the chunk), shifting the rest
-    /// down in its own buffer.
+    fn is_huge(&self) -> bool {
+        matches!(self.data, Data::Huge(_))
+    }
+
+    /// Bytes `[a, b)` of the extent, without copying.
+    fn slice(&self, a: usize, b: usize) -> Bytes {
+        match &self.data {
+            Data::Heap(bytes) => bytes.slice(a..b),
+            Data::Huge(h) => Bytes::from_owner(HugeShare(Arc::clone(h))).slice(a..b),
+        }
+    }
+
+    /// Changes bytes in place, the length unchanged.
+    fn modify(&mut self, f: impl FnOnce(&mut [u8])) {
+        if let Data::Huge(h) = &mut self.data
+            && let Some(h) = Arc::get_mut(h)
+        {
+            return f(h.as_mut_slice());
+        }
+        self.edit(|v| f(v));
+    }
+
+    /// Drops the bytes before `at` (inside the chunk): a heap buffer shifts
+    /// the rest down in place; a huge one is copied out, as its mapping
+    /// cannot shrink.
     fn cut_front(&mut self, at: u64) {
         let skip = (at - self.start) as usize;
-        self.edit(|v| {
-            v.copy_within(skip.., 0);
-            v.truncate(v.len() - skip);
-        });
+        if self.is_huge() {
+            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[skip..]));
+        } else {
+            self.edit(|v| {
+                v.copy_within(skip.., 0);
+                v.truncate(v.len() - skip);
+            });
+        }
         self.start = at;
     }
 
-    /// Drops the bytes from `at` (inside the chunk) on.
+    /// Drops the bytes from `at` (inside the chunk) on: a heap buffer is
+    /// shrunk where it lies; a huge one is copied out.
     fn cut_back(&mut self, at: u64) {
         let keep = (at - self.start) as usize;
-        self.edit(|v| v.truncate(keep));
+        if self.is_huge() {
+            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[..keep]));
+        } else {
+            self.edit(|v| v.truncate(keep));
+        }
     }
 
-    /// Mutable access to the chunk's bytes. Zero-copy when no reader holds a
-    /// clone; otherwise the bytes are copied (the reader keeps the old ones).
+    /// The bytes as a `Vec` to change, then kept exact-size. Zero-copy for a
+    /// heap buffer no reply holds; otherwise a copy.
     fn edit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        let mut v = Vec::from(std::mem::take(&mut self.data));
+        let mut v = match std::mem::replace(&mut self.data, Data::Heap(Bytes::new())) {
+            Data::Heap(b) => Vec::from(b),
+            Data::Huge(h) => (*h).as_ref().to_vec(),
+        };
         f(&mut v);
         debug_assert!(!v.is_empty());
         let len = v.len();
         shrink_buffer(&mut v, len);
-        self.data = Bytes::from(v);
+        self.data = Data::Heap(Bytes::from(v));
     }
+
+    /// The extent as the open tail again: zero-copy unless a reply holds it.
+    fn into_tail(self) -> TailBuf {
+        match self.data {
+            Data::Heap(b) => TailBuf::Small(Vec::from(b)),
+            Data::Huge(h) => Arc::try_unwrap(h).map_or_else(|h| TailBuf::Small((*h).as_ref().to_vec()), TailBuf::Huge),
+        }
+    }
+}
+
+/// What splitting an extent around a hole allocates, `head` bytes kept
+/// before it and `rest` after: a heap extent keeps its buffer for one side
+/// and copies out the smaller; a huge one copies out both and is unmapped.
+fn split_cost(head: u64, rest: u64, huge: bool) -> u64 {
+    if huge { extent_charge(head) + extent_charge(rest) } else { extent_charge(head.min(rest)) }
 }
 
 /// The open tail's buffer: a growable `Vec`, or, for streaming writers, a
@@ -158,13 +242,13 @@ impl TailBuf {
         }
     }
 
-    /// The buffer as an immutable extent, exact-size.
-    fn into_bytes(mut self) -> Bytes {
+    /// The buffer as an extent, exact-size.
+    fn into_data(mut self) -> Data {
         let len = self.len();
         self.shrink_to(len);
         match self {
-            TailBuf::Small(v) => Bytes::from(v),
-            TailBuf::Huge(h) => Bytes::from_owner(h),
+            TailBuf::Small(v) => Data::Heap(Bytes::from(v)),
+            TailBuf::Huge(h) => Data::Huge(Arc::new(h)),
         }
     }
 }
@@ -250,7 +334,7 @@ impl ChunkList {
     /// Visits every extent in order as `(start, bytes)`, the tail last.
     pub(crate) fn for_each_extent(&self, mut f: impl FnMut(u64, &[u8])) {
         for c in &self.chunks {
-            f(c.start, &c.data);
+            f(c.start, c.bytes());
         }
         if self.tail_active() {
             f(self.tail_start, self.tail.as_slice());
@@ -274,7 +358,7 @@ impl ChunkList {
             && end <= c.end()
         {
             let a = (off - c.start) as usize;
-            return c.data.slice(a..a + len as usize);
+            return c.slice(a, a + len as usize);
         }
         let mut buf = Vec::with_capacity(len as usize);
         let mut copy = |start: u64, bytes: &[u8]| {
@@ -287,7 +371,7 @@ impl ChunkList {
             buf.extend_from_slice(&bytes[(s - start) as usize..(e - start) as usize]);
         };
         for c in self.chunks[i..].iter().take_while(|c| c.start < end) {
-            copy(c.start, &c.data);
+            copy(c.start, c.bytes());
         }
         if self.tail_active() {
             copy(self.tail_start, self.tail.as_slice());
@@ -411,13 +495,13 @@ impl ChunkList {
             .gaps(off, end)
             .into_iter()
             .flat_map(|(s, e)| Self::grid_pieces(s, e))
-            .map(|(s, e)| Chunk { start: s, data: Bytes::copy_from_slice(src(s, e)) })
+            .map(|(s, e)| Chunk::heap(s, Bytes::copy_from_slice(src(s, e))))
             .collect();
         let i = self.first_after(off);
         for c in self.chunks[i..].iter_mut().take_while(|c| c.start < end) {
             let (s, e) = (c.start.max(off), c.end().min(end));
             let at = (s - c.start) as usize;
-            c.edit(|v| v[at..at + (e - s) as usize].copy_from_slice(src(s, e)));
+            c.modify(|v| v[at..at + (e - s) as usize].copy_from_slice(src(s, e)));
         }
         if self.tail_active() && self.tail_start < end {
             let (s, e) = (self.tail_start.max(off), self.tail_end().min(end));
@@ -454,7 +538,7 @@ impl ChunkList {
                     unreachable!("append_origin reopens only an existing extent")
                 };
                 let charged = extent_charge(last.len());
-                self.tail = TailBuf::Small(Vec::from(last.data));
+                self.tail = last.into_tail();
                 self.charge = self.charge - charged + extent_charge(self.tail.capacity() as u64);
             }
             self.tail_start = start;
@@ -492,7 +576,7 @@ impl ChunkList {
         let v = std::mem::take(&mut self.tail);
         let (cap, len) = (v.capacity() as u64, v.len() as u64);
         self.charge -= extent_charge(cap) - extent_charge(len);
-        self.chunks.push(Chunk { start: self.tail_start, data: v.into_bytes() });
+        self.chunks.push(Chunk { start: self.tail_start, data: v.into_data() });
     }
 
     /// Gives back the tail's spare capacity (called when the last writer
@@ -533,18 +617,23 @@ impl ChunkList {
 
     // ---------------------------------------------------------- punch hole
 
-    /// Quota needed to punch `[off, end)`: splitting one extent in two needs
-    /// a new allocation for the smaller of the parts before and after the
-    /// hole.
+    /// Quota needed to punch `[off, end)`: only a hole inside one extent
+    /// needs any, to split it (`split_cost`).
     pub(crate) fn punch_cost(&self, off: u64, end: u64) -> u64 {
         let inside = |s: u64, e: u64| s < off && e > end;
-        let chunk = self.chunks.get(self.first_after(off)).filter(|c| inside(c.start, c.end()));
-        let tail = (self.tail_active() && inside(self.tail_start, self.tail_end())).then_some(());
-        match (chunk, tail) {
-            // The smaller side is copied out (`punch`).
-            (Some(c), _) => extent_charge((off - c.start).min(c.end() - end)),
-            (None, Some(())) => extent_charge((off - self.tail_start).min(self.tail_end() - end)),
-            (None, None) => 0,
+        if let Some(c) = self.chunks.get(self.first_after(off)).filter(|c| inside(c.start, c.end())) {
+            return split_cost(off - c.start, c.end() - end, c.is_huge());
+        }
+        if !(self.tail_active() && inside(self.tail_start, self.tail_end())) {
+            return 0;
+        }
+        let (head, rest) = (off - self.tail_start, self.tail_end() - end);
+        match &self.tail {
+            TailBuf::Small(_) => split_cost(head, rest, false),
+            TailBuf::Huge(h) if h.len() == HUGE => split_cost(head, rest, true),
+            // Freezing copies a partly filled mapping out whole, while the
+            // mapping is still held; that copy is then split as a heap one.
+            TailBuf::Huge(h) => extent_charge(h.len() as u64),
         }
     }
 
@@ -564,14 +653,14 @@ impl ChunkList {
             self.charge -= extent_charge(c.len());
             self.stored -= c.len();
             if s < off && e > end {
-                // One side keeps the buffer (shrunk where it lies), the
-                // smaller one is copied out: `punch_cost` reserved that.
+                // As `split_cost` reserved: the smaller side is copied out
+                // and the other keeps the buffer (a huge one copies both).
                 if off - s <= e - end {
-                    kept.push(Chunk { start: s, data: Bytes::copy_from_slice(&c.data[..(off - s) as usize]) });
+                    kept.push(Chunk::heap(s, Bytes::copy_from_slice(&c.bytes()[..(off - s) as usize])));
                     c.cut_front(end);
                     kept.push(c);
                 } else {
-                    let suffix = Chunk { start: end, data: Bytes::copy_from_slice(&c.data[(end - s) as usize..]) };
+                    let suffix = Chunk::heap(end, Bytes::copy_from_slice(&c.bytes()[(end - s) as usize..]));
                     c.cut_back(off);
                     kept.push(c);
                     kept.push(suffix);
@@ -612,7 +701,7 @@ impl ChunkList {
         let fresh: Vec<Chunk> = holes
             .into_iter()
             .flat_map(|(s, e)| Self::grid_pieces(s, e))
-            .map(|(s, e)| Chunk { start: s, data: Bytes::from(vec![0u8; (e - s) as usize]) })
+            .map(|(s, e)| Chunk::heap(s, Bytes::from(vec![0u8; (e - s) as usize])))
             .collect();
         for c in fresh {
             self.charge += extent_charge(c.len());
@@ -627,7 +716,7 @@ impl ChunkList {
         let i = self.first_after(off);
         for c in self.chunks[i..].iter_mut().take_while(|c| c.start < end) {
             let (s, e) = (c.start.max(off) - c.start, c.end().min(end) - c.start);
-            c.edit(|v| v[s as usize..e as usize].fill(0));
+            c.modify(|v| v[s as usize..e as usize].fill(0));
         }
         if self.tail_active() && self.tail_start < end && self.tail_end() > off {
             let s = off.max(self.tail_start) - self.tail_start;
@@ -667,7 +756,7 @@ impl ChunkList {
         let mut stored = 0;
         let mut prev_end = 0;
         for c in &self.chunks {
-            if c.data.is_empty() || c.start < prev_end {
+            if c.len() == 0 || c.start < prev_end {
                 return Err(format!("bad extent at {} (prev end {prev_end})", c.start));
             }
             if grid_end(c.start, CHUNK_SIZE) < c.end() {

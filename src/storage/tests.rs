@@ -191,6 +191,55 @@ fn streaming_writes_fill_whole_cells_and_stay_exact() {
     assert_eq!(a.as_ptr(), b.as_ptr());
 }
 
+/// A file whose first grid cell is a whole 2 MiB mapping a streaming
+/// writer filled (frozen once the writer moved on), and its bytes.
+fn streamed_file() -> (FileData, Vec<u8>) {
+    let mut f = FileData::new(Shape::Sequential);
+    let data: Vec<u8> = (0..CHUNK_SIZE + 4096).map(|i| (i % 251) as u8).collect();
+    let plan = Plan { promote: false, whole_cells: true };
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        f.write((i as u64) << 20, piece, plan);
+    }
+    (f, data)
+}
+
+#[test]
+fn a_whole_cell_mapping_is_changed_in_place_unless_a_reply_holds_it() {
+    let (mut f, mut model) = streamed_file();
+    let (charge, addr) = (f.charge(), f.read(0, 4096).as_ptr());
+    // An overwrite of 4 KiB writes 4 KiB: same buffer, same charge.
+    f.write(8192, &[7; 4096], Plan::PLAIN);
+    model[8192..12288].fill(7);
+    check(&f, &model);
+    assert_eq!((f.read(0, 4096).as_ptr(), f.charge()), (addr, charge), "changed in place");
+    // So does zeroing.
+    f.zero_stored(20_000, 10_000);
+    model[20_000..30_000].fill(0);
+    check(&f, &model);
+    assert_eq!((f.read(0, 4096).as_ptr(), f.charge()), (addr, charge), "zeroed in place");
+    // A reply still being sent keeps the bytes it was given.
+    let reply = f.read(0, 16384);
+    f.write(8192, &[9; 4096], Plan::PLAIN);
+    model[8192..12288].fill(9);
+    check(&f, &model);
+    assert_eq!(&reply[8192..12288], &[7; 4096][..], "an in-flight reply is not torn");
+    assert_eq!(f.charge(), charge);
+}
+
+#[test]
+fn a_hole_inside_a_whole_cell_mapping_copies_both_sides_out() {
+    let (mut f, mut model) = streamed_file();
+    let before = f.charge();
+    let (off, end) = (100_000, 108_192);
+    let cost = f.punch_cost(off, end - off, false);
+    assert_eq!(cost, extent_charge(off) + extent_charge(CHUNK_SIZE - end));
+    within_cost(&mut f, cost, |f| f.punch(off, end - off, false));
+    model[off as usize..end as usize].fill(0);
+    check(&f, &model);
+    assert_eq!(f.charge(), before - extent_charge(CHUNK_SIZE) + extent_charge(off) + extent_charge(CHUNK_SIZE - end));
+    assert_eq!((f.seek(0, Seek::Hole), f.seek(off, Seek::Data)), (Some(off), Some(end)));
+}
+
 #[test]
 fn small_file_is_charged_its_size() {
     for shape in [Shape::Sequential, Shape::RandomAccess] {
@@ -271,18 +320,39 @@ fn punch_inside_an_extent_splits_it_and_frees_the_middle() {
 
 #[test]
 fn a_split_copies_out_the_smaller_side() {
-    for (off, end) in [(20_000u64, 30_000u64), (150_000, 190_000)] {
-        let mut f = FileData::new(Shape::Sequential);
-        f.write(0, &(0..200_000u32).map(|i| i as u8).collect::<Vec<_>>(), Plan::PLAIN);
-        f.compact();
-        let smaller = off.min(200_000 - end);
-        assert_eq!(f.punch_cost(off, end - off, false), extent_charge(smaller), "hole [{off}, {end})");
-        f.punch(off, end - off, false);
-        assert_eq!(f.charge(), extent_charge(off) + extent_charge(200_000 - end));
-        let mut model: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-        model[off as usize..end as usize].fill(0);
-        check(&f, &model);
-        assert_eq!((f.seek(0, Seek::Hole), f.seek(off, Seek::Data)), (Some(off), Some(end)));
+    // A frozen extent of 100,000 bytes (a heap buffer: glibc shrinks it in
+    // place), and the same bytes in the open tail.
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    for frozen in [true, false] {
+        for (off, end) in [(20_000u64, 30_000u64), (60_000, 90_000)] {
+            let mut f = FileData::new(Shape::Sequential);
+            f.write(0, &bytes, Plan::PLAIN);
+            let mut model = bytes.clone();
+            if frozen {
+                // An append in the next grid cell freezes the first one.
+                f.write(CHUNK_SIZE, b"x", Plan::PLAIN);
+                model.resize(CHUNK_SIZE as usize, 0);
+                model.push(b'x');
+            }
+            f.compact();
+            let (head, rest) = (off, 100_000 - end);
+            let what = format!("hole [{off}, {end}), frozen {frozen}");
+            assert_eq!(f.punch_cost(off, end - off, false), extent_charge(head.min(rest)), "{what}");
+            let before = f.charge();
+            let base = f.read(0, 1).as_ptr() as usize;
+            f.punch(off, end - off, false);
+            model[off as usize..end as usize].fill(0);
+            check(&f, &model);
+            let charge = before - extent_charge(100_000) + extent_charge(head) + extent_charge(rest);
+            assert_eq!(f.charge(), charge, "{what}");
+            // The larger side still lies at the start of the old buffer (a
+            // frozen extent's: reads of the tail are copies).
+            let kept = if head <= rest { end } else { 0 };
+            if frozen {
+                assert_eq!(f.read(kept, 1).as_ptr() as usize, base, "{what}: the larger side was copied");
+            }
+            assert_eq!((f.seek(0, Seek::Hole), f.seek(off, Seek::Data)), (Some(off), Some(end)));
+        }
     }
 }
 
