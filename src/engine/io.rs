@@ -142,8 +142,8 @@ impl Engine {
     }
 
     /// [`Engine::reserve_change`] for a caller with a way out: when even the
-    /// plain plan does not fit, the cause, not counted or logged as a
-    /// refusal.
+    /// plain plan does not fit, it returns the cause, which is neither
+    /// counted nor logged as a refusal.
     fn try_reserve_change(
         &self,
         file: &FileData,
@@ -278,7 +278,10 @@ impl Engine {
                     // zeroed where it lies: it reads as a hole reads, costs
                     // nothing and frees nothing. A punch is never refused,
                     // as on tmpfs.
-                    Err(_) => file.zero_stored(off, len),
+                    Err(cause) => {
+                        log::debug!("inode {}: hole zeroed in place, not freed: splitting needs {cause}", node.ino.0);
+                        file.zero_stored(off, len);
+                    }
                 }
             }
         }

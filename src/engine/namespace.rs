@@ -519,7 +519,6 @@ impl Engine {
                 d.remove(name);
             }
             parents.old_parent().charge -= frees;
-            self.quota.release(frees.saturating_sub(grow));
             let nd = parents.new_parent();
             match nd.dir_mut() {
                 Some(d) if dst.is_some() => d.repoint(newname, src.0, src.1),
@@ -527,7 +526,7 @@ impl Engine {
                 None => {}
             }
             nd.charge += grow;
-            bytes.keep();
+            bytes.settle(frees, grow);
             if dst_dir {
                 add_links(parents.new_parent(), -1);
             }

@@ -12,10 +12,13 @@ pub const XATTR_SIZE_MAX: usize = 65536;
 /// Largest `listxattr` result (`XATTR_LIST_MAX`); a node's names must fit in it.
 pub const XATTR_LIST_MAX: usize = 65536;
 /// Quota bytes charged per attribute on top of name and value: the
-/// allocator's headers and rounding of the name and value copies (at most 31
-/// bytes each, as a chunk is 32 bytes at least). Its slot in the node's list
-/// is charged with the list, by the list's capacity.
-pub const XATTR_COST: u64 = 64;
+/// allocator's headers and rounding of the name and value copies. A name
+/// holds at most 26 bytes beyond itself (its chunk is 32 bytes at least,
+/// and names are 6 bytes at least); a value at most 47, when it was shrunk
+/// in place and glibc kept a remainder under 32 bytes with its chunk (25
+/// bytes cut to 1 keep a 48-byte chunk). Its slot in the node's list is
+/// charged with the list, by the list's capacity.
+pub const XATTR_COST: u64 = 80;
 
 /// Namespaces we store. Of `system.*`, only the two POSIX ACL names, and
 /// only with `posix_acl` (checked by the engine: the kernel enforces ACLs
@@ -173,7 +176,8 @@ impl Xattrs {
                 kept.truncate(value.len());
                 kept.copy_from_slice(value);
                 // Values are below the mmap threshold: glibc shrinks the
-                // chunk where it is, without a second allocation.
+                // chunk where it is, without a second allocation (keeping
+                // a remainder under 32 bytes with it: `XATTR_COST`).
                 shrink_buffer(&mut kept, value.len());
                 *v = kept.into_boxed_slice();
             }
@@ -409,6 +413,30 @@ mod tests {
         x.set(b"user.a", b"2");
         assert_eq!(x.remove(b"user.a").unwrap(), need);
         assert!(x.list.is_none());
+    }
+
+    #[test]
+    fn xattr_cost_covers_what_the_allocator_adds_to_name_and_value() {
+        // What a live allocation holds: its usable size and chunk header.
+        let held = |b: &[u8]| {
+            if b.is_empty() {
+                return 0;
+            }
+            // SAFETY: `b` is the whole of a live allocation of the system allocator.
+            let usable = unsafe { libc::malloc_usable_size(b.as_ptr() as *mut libc::c_void) };
+            usable + 8
+        };
+        let mut worst = 0;
+        for old in 0..=300usize {
+            for new in 0..=old {
+                let mut x = Xattrs::default();
+                x.set(b"user.a", &vec![1; old]);
+                x.set(b"user.a", &vec![2; new]);
+                let (n, v) = &x.items()[0];
+                worst = worst.max(held(n) - n.len() + held(v) - v.len());
+            }
+        }
+        assert!(worst as u64 <= XATTR_COST, "{worst} bytes beyond the shortest name and its value");
     }
 
     #[test]
