@@ -21,9 +21,10 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Free disk where target/ lives: printed at the start and the end, with a
 # warning up front when a cold build may not fit: a cold run from a fresh clone
 # left 1.0 GiB in target/ (2026-11-23: debug 618 MiB, release 379 MiB).
-free_gib() { df -Pk "$root" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
-echo "disk: $(free_gib) GiB free under $root"
-if awk -v f="$(free_gib)" 'BEGIN { exit !(f < 1.5) }'; then
+build_dir=${CARGO_TARGET_DIR:-$root}
+free_gib() { df -Pk "$build_dir" 2>/dev/null | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+echo "disk: $(free_gib) GiB free under $build_dir"
+if awk -v f="$(free_gib)" 'BEGIN { exit !(f != "" && f < 1.5) }'; then
   echo "warning: under 1.5 GiB free; a cold build and test run writes about 1 GiB" >&2
 fi
 # scratchfs mounts that exist before the run (e.g. a user's own scratch dir,
