@@ -124,17 +124,22 @@ fn quota_counts_metadata_names_xattrs_and_link_targets() {
     invariants(&e);
 }
 
+/// An engine whose quota what `make` builds fills exactly (built once on a
+/// roomy engine to learn its size), what `make` returned, and the quota.
+fn exactly_full<T>(storage: StoragePolicy, make: impl Fn(&Engine) -> T) -> (Engine, T, u64) {
+    let roomy = engine(64 << 20, storage);
+    make(&roomy);
+    let used = roomy.stats().used_bytes;
+    let e = engine(used, storage);
+    let made = make(&e);
+    assert_eq!(e.stats().used_bytes, used, "full");
+    (e, made, used)
+}
+
 #[test]
 fn a_full_quota_still_punches_holes() {
-    // One sequential file of 3 MiB fills the quota exactly.
-    let build = |quota| {
-        let e = engine(quota, StoragePolicy::Sequential);
-        let (ino, fh) = file_with(&e, Ino::ROOT, "f", &[1u8; 3 << 20]);
-        (e, ino, fh)
-    };
-    let used = build(64 << 20).0.stats().used_bytes;
-    let (e, _, fh) = build(used);
-    assert_eq!(e.stats().used_bytes, used, "full");
+    // One sequential file of 3 MiB.
+    let (e, fh, used) = exactly_full(StoragePolicy::Sequential, |e| file_with(e, Ino::ROOT, "f", &[1u8; 3 << 20]).1);
     // Inside one extent: a split would need a copy that does not fit, so
     // the range is zeroed where it lies; no refusal, nothing charged.
     e.fallocate(fh, 100_000, 8192, Fallocate::PunchHole).unwrap();
@@ -154,16 +159,11 @@ fn a_full_quota_still_punches_holes() {
 
 #[test]
 fn a_full_quota_still_renames_to_a_name_no_longer_than_the_old_one() {
-    // The same tree on a roomy engine and on one whose quota it fills exactly.
-    let build = |quota| {
-        let e = engine(quota, StoragePolicy::Auto);
+    let (e, d, used) = exactly_full(StoragePolicy::Auto, |e| {
         let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
         e.mknod(Ino::ROOT, b"name-of-23-bytes-......", libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
-        (e, d)
-    };
-    let used = build(64 << 20).0.stats().used_bytes;
-    let (e, d) = build(used);
-    assert_eq!(e.stats().used_bytes, used, "full");
+        d
+    });
     // The same length, in the same directory and into another one.
     e.rename(Ino::ROOT, b"name-of-23-bytes-......", Ino::ROOT, b"other-name-of-23-bytes.", RenameMode::Replace)
         .unwrap();
@@ -187,16 +187,11 @@ fn a_full_quota_still_renames_to_a_name_no_longer_than_the_old_one() {
 
 #[test]
 fn a_full_quota_still_takes_an_xattr_value_no_longer_than_the_old_one() {
-    // The same tree on a roomy engine and on one whose quota it fills exactly.
-    let build = |quota| {
-        let e = engine(quota, StoragePolicy::Auto);
+    let (e, f, used) = exactly_full(StoragePolicy::Auto, |e| {
         let f = e.mknod(Ino::ROOT, b"f", libc::S_IFREG | 0o644, 0, &ROOT).unwrap().ino;
         e.setxattr(f, b"user.v", b"abcd", XattrSet::Create).unwrap();
-        (e, f)
-    };
-    let used = build(64 << 20).0.stats().used_bytes;
-    let (e, f) = build(used);
-    assert_eq!(e.stats().used_bytes, used, "full");
+        f
+    });
     // Copied over the old value: nothing to reserve.
     e.setxattr(f, b"user.v", b"wxyz", XattrSet::Replace).unwrap();
     assert_eq!(e.getxattr(f, b"user.v").unwrap(), b"wxyz");

@@ -170,15 +170,15 @@ impl Xattrs {
     pub(crate) fn set(&mut self, name: &[u8], value: &[u8]) {
         let list = self.list.get_or_insert_with(Box::default);
         match list.iter_mut().find(|(n, _)| &**n == name) {
-            Some((_, v)) if v.len() == value.len() => v.copy_from_slice(value),
-            Some((_, v)) if v.len() > value.len() => {
+            Some((_, v)) if v.len() >= value.len() => {
+                // Copied over the old value. A shorter one leaves the buffer
+                // shrunk by `into_boxed_slice`: values are below the mmap
+                // threshold, so glibc shrinks the chunk where it is, without
+                // a second allocation (keeping a remainder under 32 bytes
+                // with it: `XATTR_COST`).
                 let mut kept = std::mem::take(v).into_vec();
                 kept.truncate(value.len());
                 kept.copy_from_slice(value);
-                // Values are below the mmap threshold: glibc shrinks the
-                // chunk where it is, without a second allocation (keeping
-                // a remainder under 32 bytes with it: `XATTR_COST`).
-                shrink_buffer(&mut kept, value.len());
                 *v = kept.into_boxed_slice();
             }
             Some((_, v)) => *v = value.into(),
