@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Seek, alloc_overhead, shrink_buffer, zeros};
+use super::{Seek, alloc_overhead, seek_extents, shrink_buffer, zeros};
 
 /// Size of a random-access block; block `i` covers `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)`.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
@@ -294,24 +294,12 @@ impl BlockMap {
     }
 
     pub(crate) fn seek(&self, off: u64, size: u64, whence: Seek) -> Option<u64> {
-        let mut extents = self
+        let extents = self
             .blocks
             .range(off / BLOCK_SIZE..)
             .map(|(&idx, b)| (idx * BLOCK_SIZE, idx * BLOCK_SIZE + b.len() as u64))
             .filter(|&(s, e)| e > off && s < size);
-        match whence {
-            Seek::Data => extents.next().map(|(s, _)| s.max(off)),
-            Seek::Hole => {
-                let mut pos = off;
-                for (s, e) in extents {
-                    if s > pos {
-                        break;
-                    }
-                    pos = e;
-                }
-                Some(pos.min(size))
-            }
-        }
+        seek_extents(extents, off, size, whence)
     }
 
     /// Visits every block's data as `(start, bytes)` in order.

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::hugebuf::{HUGE, HugeBuf};
 use super::spares;
-use super::{Seek, alloc_overhead, grid_end, shrink_buffer, zeros};
+use super::{Seek, alloc_overhead, grid_end, seek_extents, shrink_buffer, zeros};
 
 /// Extents never cross a multiple of this offset.
 pub const CHUNK_SIZE: u64 = HUGE as u64;
@@ -730,24 +730,12 @@ impl ChunkList {
     /// First data (`Seek::Data`) or hole (`Seek::Hole`) offset at or after
     /// `off`, looking only below `size`; `None` if there is none.
     pub(crate) fn seek(&self, off: u64, size: u64, whence: Seek) -> Option<u64> {
-        let mut extents = self.chunks[self.first_after(off)..]
+        let extents = self.chunks[self.first_after(off)..]
             .iter()
             .map(|c| (c.start, c.end()))
             .chain(self.tail_active().then(|| (self.tail_start, self.tail_end())))
             .filter(|&(s, e)| e > off && s < size);
-        match whence {
-            Seek::Data => extents.next().map(|(s, _)| s.max(off)),
-            Seek::Hole => {
-                let mut pos = off;
-                for (s, e) in extents {
-                    if s > pos {
-                        break;
-                    }
-                    pos = e;
-                }
-                Some(pos.min(size))
-            }
-        }
+        seek_extents(extents, off, size, whence)
     }
 
     /// Whether the layout invariants hold (used by tests).

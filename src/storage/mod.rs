@@ -131,6 +131,25 @@ fn grid_end(off: u64, cell: u64) -> u64 {
     (off / cell + 1) * cell
 }
 
+/// `lseek`'s answer over `extents`, the `(start, end)` of each stored
+/// extent in order, none ending at or before `off` or starting at or past
+/// `size` (the caller filters them). Shared by both shapes.
+fn seek_extents(mut extents: impl Iterator<Item = (u64, u64)>, off: u64, size: u64, whence: Seek) -> Option<u64> {
+    match whence {
+        Seek::Data => extents.next().map(|(s, _)| s.max(off)),
+        Seek::Hole => {
+            let mut pos = off;
+            for (s, e) in extents {
+                if s > pos {
+                    break;
+                }
+                pos = e;
+            }
+            Some(pos.min(size))
+        }
+    }
+}
+
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
 /// `len` zero bytes, without allocating when possible.
