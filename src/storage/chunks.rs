@@ -14,7 +14,8 @@
 //!   they overwrite extents in place (copying an extent only when a reply
 //!   still holds it) and fill holes with new extents. That includes the
 //!   2 MiB mappings of streaming writers, which stay mappings: an overwrite
-//!   of 4 KiB in a large file costs 4 KiB, not a copy of its cell.
+//!   of 4 KiB in a large file costs 4 KiB, not a copy of its cell, and a
+//!   truncate or a hole shrinks one where it lies.
 //!
 //! Every mutating operation has a `*_cost` twin computed from the same state
 //! without changing it; the engine reserves that much quota first, then
@@ -26,7 +27,7 @@ use bytes::Bytes;
 
 use super::hugebuf::{HUGE, HugeBuf};
 use super::spares;
-use super::{Seek, alloc_overhead, grid_end, seek_extents, shrink_buffer, zeros};
+use super::{Seek, alloc_overhead, grid_end, is_mapped, seek_extents, shrink_buffer, zeros};
 
 /// Extents never cross a multiple of this offset.
 pub const CHUNK_SIZE: u64 = HUGE as u64;
@@ -45,13 +46,21 @@ pub(crate) fn extent_charge(cap: u64) -> u64 {
     if cap == 0 { 0 } else { cap + alloc_overhead(cap) + EXTENT_SLOT }
 }
 
+/// What an extent kept in a mapping of our own holding `len` bytes is
+/// charged: its whole pages, as a buffer of that size (a full cell is
+/// charged as a mapped heap buffer of 2 MiB would be).
+fn huge_charge(len: u64) -> u64 {
+    extent_charge(len.next_multiple_of(4096))
+}
+
 /// An extent's bytes. Replies share them (zero-copy reads); a change made
 /// while a reply holds them copies them first, and the reply keeps the old.
 enum Data {
     /// An exact-size buffer, from the heap or mapped by glibc when large.
     Heap(Bytes),
-    /// A whole grid cell a streaming writer filled: a 2 MiB mapping of our
-    /// own (`HugeBuf`), changed in place while no reply holds it.
+    /// A grid cell a streaming writer filled, whole or in part: a 2 MiB
+    /// mapping of our own (`HugeBuf`), changed and shrunk in place while no
+    /// reply holds it.
     Huge(Arc<HugeBuf>),
 }
 
@@ -94,6 +103,22 @@ impl Chunk {
         matches!(self.data, Data::Huge(_))
     }
 
+    /// What the extent is charged.
+    fn charge(&self) -> u64 {
+        match &self.data {
+            Data::Heap(b) => extent_charge(b.len() as u64),
+            Data::Huge(h) => huge_charge(h.len() as u64),
+        }
+    }
+
+    /// The mapping, if the extent has one and no reply holds it.
+    fn huge_mut(&mut self) -> Option<&mut HugeBuf> {
+        match &mut self.data {
+            Data::Huge(h) => Arc::get_mut(h),
+            Data::Heap(_) => None,
+        }
+    }
+
     /// Bytes `[a, b)` of the extent, without copying.
     fn slice(&self, a: usize, b: usize) -> Bytes {
         match &self.data {
@@ -104,21 +129,30 @@ impl Chunk {
 
     /// Changes bytes in place, the length unchanged.
     fn modify(&mut self, f: impl FnOnce(&mut [u8])) {
-        if let Data::Huge(h) = &mut self.data
-            && let Some(h) = Arc::get_mut(h)
-        {
+        if let Some(h) = self.huge_mut() {
             return f(h.as_mut_slice());
         }
         self.edit(|v| f(v));
     }
 
-    /// Drops the bytes before `at` (inside the chunk): a heap buffer shifts
-    /// the rest down in place; a huge one is copied out, as its mapping
-    /// cannot shrink.
+    /// A mapping shrunk below the size glibc maps moves to the heap, where
+    /// a buffer of its size lies. Its pages past its bytes were handed back
+    /// first, so mapping and copy together hold less than the mapping did.
+    fn settle(&mut self) {
+        if let Data::Huge(h) = &self.data
+            && !is_mapped(h.len() as u64)
+        {
+            self.data = Data::Heap(Bytes::copy_from_slice((**h).as_ref()));
+        }
+    }
+
+    /// Drops the bytes before `at` (inside the chunk): the rest moves down
+    /// where it lies.
     fn cut_front(&mut self, at: u64) {
         let skip = (at - self.start) as usize;
-        if self.is_huge() {
-            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[skip..]));
+        if let Some(h) = self.huge_mut() {
+            h.remove_front(skip);
+            self.settle();
         } else {
             self.edit(|v| {
                 v.copy_within(skip.., 0);
@@ -128,19 +162,21 @@ impl Chunk {
         self.start = at;
     }
 
-    /// Drops the bytes from `at` (inside the chunk) on: a heap buffer is
-    /// shrunk where it lies; a huge one is copied out.
+    /// Drops the bytes from `at` (inside the chunk) on, shrinking the
+    /// buffer where it lies.
     fn cut_back(&mut self, at: u64) {
         let keep = (at - self.start) as usize;
-        if self.is_huge() {
-            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[..keep]));
+        if let Some(h) = self.huge_mut() {
+            h.truncate(keep);
+            self.settle();
         } else {
             self.edit(|v| v.truncate(keep));
         }
     }
 
     /// The bytes as a `Vec` to change, then kept exact-size. Zero-copy for a
-    /// heap buffer no reply holds; otherwise a copy.
+    /// heap buffer no reply holds; otherwise (a mapping a reply holds) a
+    /// copy, and the reply keeps the old bytes.
     fn edit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
         let mut v = match std::mem::replace(&mut self.data, Data::Heap(Bytes::new())) {
             Data::Heap(b) => Vec::from(b),
@@ -153,20 +189,21 @@ impl Chunk {
         self.data = Data::Heap(Bytes::from(v));
     }
 
-    /// The extent as the open tail again: zero-copy unless a reply holds it.
-    fn into_tail(self) -> TailBuf {
+    /// A heap extent as the open tail again: zero-copy unless a reply holds
+    /// it. (Mappings are never reopened: `append_origin`.)
+    fn into_tail(self) -> Vec<u8> {
         match self.data {
-            Data::Heap(b) => TailBuf::Small(Vec::from(b)),
-            Data::Huge(h) => Arc::try_unwrap(h).map_or_else(|h| TailBuf::Small((*h).as_ref().to_vec()), TailBuf::Huge),
+            Data::Heap(b) => Vec::from(b),
+            Data::Huge(h) => (*h).as_ref().to_vec(),
         }
     }
 }
 
 /// What splitting an extent around a hole allocates, `head` bytes kept
-/// before it and `rest` after: a heap extent keeps its buffer for one side
-/// and copies out the smaller; a huge one copies out both and is unmapped.
-fn split_cost(head: u64, rest: u64, huge: bool) -> u64 {
-    if huge { extent_charge(head) + extent_charge(rest) } else { extent_charge(head.min(rest)) }
+/// before it and `rest` after: the extent keeps its buffer for one side,
+/// shrunk where it lies, and the smaller side is copied out.
+fn split_cost(head: u64, rest: u64) -> u64 {
+    extent_charge(head.min(rest))
 }
 
 /// The open tail's buffer: a growable `Vec`, or, for streaming writers, a
@@ -229,26 +266,24 @@ impl TailBuf {
         }
     }
 
-    /// Keeps the first `len` bytes in an exact-size buffer (a partly used
-    /// 2 MiB mapping is copied out and released).
-    fn shrink_to(&mut self, len: usize) {
-        match self {
-            TailBuf::Small(v) => {
-                v.truncate(len);
-                shrink_buffer(v, len);
-            }
-            TailBuf::Huge(h) if len == HUGE && h.len() == HUGE => {}
-            TailBuf::Huge(h) => *self = TailBuf::Small(h.as_ref()[..len.min(h.len())].to_vec()),
-        }
+    /// What the open tail is charged: its capacity.
+    fn charge(&self) -> u64 {
+        extent_charge(self.capacity() as u64)
     }
 
-    /// The buffer as an extent, exact-size.
-    fn into_data(mut self) -> Data {
-        let len = self.len();
-        self.shrink_to(len);
+    /// The buffer as an extent, shrunk where it lies to its length.
+    fn into_data(self) -> Data {
         match self {
-            TailBuf::Small(v) => Data::Heap(Bytes::from(v)),
-            TailBuf::Huge(h) => Data::Huge(Arc::new(h)),
+            TailBuf::Small(mut v) => {
+                let len = v.len();
+                shrink_buffer(&mut v, len);
+                Data::Heap(Bytes::from(v))
+            }
+            TailBuf::Huge(mut h) => {
+                let len = h.len();
+                h.truncate(len);
+                Data::Huge(Arc::new(h))
+            }
         }
     }
 }
@@ -430,8 +465,10 @@ impl ChunkList {
     }
 
     /// The tail state an append at `off` would start from: `(start, len, cap)`.
-    /// A frozen last extent that ends at `off` inside its grid cell is
-    /// reopened as the tail rather than starting a new extent.
+    /// A frozen last heap extent that ends at `off` inside its grid cell is
+    /// reopened as the tail rather than starting a new extent. A mapping
+    /// is not (it cannot grow once shrunk): the append starts an extent of
+    /// its own after it.
     fn append_origin(&self, off: u64) -> (u64, u64, u64) {
         if self.tail_active() && self.tail_end() == off {
             return (self.tail_start, self.tail.len() as u64, self.tail.capacity() as u64);
@@ -440,6 +477,7 @@ impl ChunkList {
             && let Some(last) = self.chunks.last()
             && last.end() == off
             && off != grid_end(last.start, CHUNK_SIZE)
+            && !last.is_huge()
         {
             return (last.start, last.len(), last.len());
         }
@@ -514,7 +552,7 @@ impl ChunkList {
             return;
         }
         for c in &fresh {
-            self.charge += extent_charge(c.len());
+            self.charge += c.charge();
             self.stored += c.len();
         }
         // Merge the new extents with the old ones of the same range.
@@ -537,9 +575,9 @@ impl ChunkList {
                 let Some(last) = self.chunks.pop() else {
                     unreachable!("append_origin reopens only an existing extent")
                 };
-                let charged = extent_charge(last.len());
-                self.tail = last.into_tail();
-                self.charge = self.charge - charged + extent_charge(self.tail.capacity() as u64);
+                let charged = last.charge();
+                self.tail = TailBuf::Small(last.into_tail());
+                self.charge = self.charge - charged + self.tail.charge();
             }
             self.tail_start = start;
         }
@@ -574,43 +612,63 @@ impl ChunkList {
             return;
         }
         let v = std::mem::take(&mut self.tail);
-        let (cap, len) = (v.capacity() as u64, v.len() as u64);
-        self.charge -= extent_charge(cap) - extent_charge(len);
-        self.chunks.push(Chunk { start: self.tail_start, data: v.into_data() });
+        let charged = v.charge();
+        let mut c = Chunk { start: self.tail_start, data: v.into_data() };
+        c.settle();
+        self.charge = self.charge - charged + c.charge();
+        self.chunks.push(c);
     }
 
     /// Gives back the tail's spare capacity (called when the last writer
-    /// closes the file). The tail stays open for later appends.
+    /// closes the file). A heap tail stays open for later appends; a
+    /// mapping is frozen, shrunk where it lies.
     pub(crate) fn compact(&mut self) {
-        let cap = self.tail.capacity() as u64;
-        if cap > self.tail.len() as u64 {
-            self.tail.shrink_to(self.tail.len());
-            self.charge -= extent_charge(cap) - extent_charge(self.tail.capacity() as u64);
+        let charged = self.tail.charge();
+        match &mut self.tail {
+            TailBuf::Small(v) if v.capacity() > v.len() => {
+                shrink_buffer(v, v.len());
+                self.charge = self.charge - charged + self.tail.charge();
+            }
+            TailBuf::Small(_) => {}
+            TailBuf::Huge(_) => self.freeze_tail(),
         }
     }
 
     // ------------------------------------------------------------ truncate
 
-    /// Drops all data at or beyond `size`. Never needs quota.
+    /// Drops all data at or beyond `size`. Never needs quota: every buffer
+    /// that keeps bytes shrinks where it lies.
     pub(crate) fn truncate(&mut self, size: u64) {
         if self.tail_active() && self.tail_end() > size {
-            let cap = self.tail.capacity() as u64;
-            let keep = size.saturating_sub(self.tail_start);
-            self.stored -= self.tail.len() as u64 - keep;
-            self.tail.shrink_to(keep as usize);
-            self.charge -= extent_charge(cap) - extent_charge(self.tail.capacity() as u64);
+            let charged = self.tail.charge();
+            match &mut self.tail {
+                TailBuf::Small(v) if self.tail_start < size => {
+                    let keep = (size - self.tail_start) as usize;
+                    self.stored -= (v.len() - keep) as u64;
+                    v.truncate(keep);
+                    shrink_buffer(v, keep);
+                    self.charge = self.charge - charged + self.tail.charge();
+                }
+                // A mapping shrinks as a frozen extent, below.
+                TailBuf::Huge(_) if self.tail_start < size => self.freeze_tail(),
+                _ => {
+                    self.stored -= self.tail.len() as u64;
+                    self.charge -= charged;
+                    self.tail = TailBuf::default();
+                }
+            }
         }
         let keep = self.chunks.partition_point(|c| c.start < size);
         for c in self.chunks.drain(keep..) {
-            self.charge -= extent_charge(c.len());
+            self.charge -= c.charge();
             self.stored -= c.len();
         }
         if let Some(last) = self.chunks.last_mut()
             && last.end() > size
         {
-            let (old, cut) = (last.len(), last.end() - size);
+            let (charged, cut) = (last.charge(), last.end() - size);
             last.cut_back(size);
-            self.charge -= extent_charge(old) - extent_charge(old - cut);
+            self.charge = self.charge - charged + last.charge();
             self.stored -= cut;
         }
     }
@@ -622,19 +680,13 @@ impl ChunkList {
     pub(crate) fn punch_cost(&self, off: u64, end: u64) -> u64 {
         let inside = |s: u64, e: u64| s < off && e > end;
         if let Some(c) = self.chunks.get(self.first_after(off)).filter(|c| inside(c.start, c.end())) {
-            return split_cost(off - c.start, c.end() - end, c.is_huge());
+            return split_cost(off - c.start, c.end() - end);
         }
-        if !(self.tail_active() && inside(self.tail_start, self.tail_end())) {
-            return 0;
+        if self.tail_active() && inside(self.tail_start, self.tail_end()) {
+            // The tail is frozen where it lies first, then split.
+            return split_cost(off - self.tail_start, self.tail_end() - end);
         }
-        let (head, rest) = (off - self.tail_start, self.tail_end() - end);
-        match &self.tail {
-            TailBuf::Small(_) => split_cost(head, rest, false),
-            TailBuf::Huge(h) if h.len() == HUGE => split_cost(head, rest, true),
-            // Freezing copies a partly filled mapping out whole, while the
-            // mapping is still held; that copy is then split as a heap one.
-            TailBuf::Huge(h) => extent_charge(h.len() as u64),
-        }
+        0
     }
 
     /// Turns `[off, end)` into a hole, releasing every byte in it.
@@ -650,11 +702,11 @@ impl ChunkList {
         let mut kept = Vec::new();
         for mut c in self.chunks.drain(i..j) {
             let (s, e) = (c.start, c.end());
-            self.charge -= extent_charge(c.len());
+            self.charge -= c.charge();
             self.stored -= c.len();
             if s < off && e > end {
                 // As `split_cost` reserved: the smaller side is copied out
-                // and the other keeps the buffer (a huge one copies both).
+                // and the other keeps the buffer.
                 if off - s <= e - end {
                     kept.push(Chunk::heap(s, Bytes::copy_from_slice(&c.bytes()[..(off - s) as usize])));
                     c.cut_front(end);
@@ -674,7 +726,7 @@ impl ChunkList {
             }
         }
         for c in &kept {
-            self.charge += extent_charge(c.len());
+            self.charge += c.charge();
             self.stored += c.len();
         }
         self.chunks.splice(i..i, kept);
@@ -704,7 +756,7 @@ impl ChunkList {
             .map(|(s, e)| Chunk::heap(s, Bytes::from(vec![0u8; (e - s) as usize])))
             .collect();
         for c in fresh {
-            self.charge += extent_charge(c.len());
+            self.charge += c.charge();
             self.stored += c.len();
             let at = self.chunks.partition_point(|x| x.start < c.start);
             self.chunks.insert(at, c);
@@ -751,7 +803,7 @@ impl ChunkList {
                 return Err(format!("extent at {} crosses the grid", c.start));
             }
             prev_end = c.end();
-            charge += extent_charge(c.len());
+            charge += c.charge();
             stored += c.len();
         }
         if self.tail_active() {
@@ -761,7 +813,7 @@ impl ChunkList {
             if self.tail_start + self.tail.capacity() as u64 > grid_end(self.tail_start, CHUNK_SIZE) {
                 return Err("tail capacity crosses the grid".into());
             }
-            charge += extent_charge(self.tail.capacity() as u64);
+            charge += self.tail.charge();
             stored += self.tail.len() as u64;
         } else if self.tail.capacity() != 0 {
             return Err("inactive tail holds memory".into());

@@ -48,8 +48,13 @@ fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
         };
         match rng.below(10) {
             0..=4 => {
-                // Half the writes are appends, as real workloads are.
-                let off = if rng.below(2) == 0 { model.len() as u64 } else { off };
+                // Half the writes are appends, as real workloads are; some
+                // stream 1 MiB from a grid cell's start, as `dd bs=1M` does.
+                let (off, len) = match rng.below(6) {
+                    0..=1 => (model.len() as u64, len),
+                    2 => ((model.len() as u64).next_multiple_of(CHUNK_SIZE / 2), 1 << 20),
+                    _ => (off, len),
+                };
                 let mut data = vec![(step as u8) | 1; len as usize];
                 if let Some(b) = data.first_mut() {
                     *b = 0xAA;
@@ -227,17 +232,89 @@ fn a_whole_cell_mapping_is_changed_in_place_unless_a_reply_holds_it() {
 }
 
 #[test]
-fn a_hole_inside_a_whole_cell_mapping_copies_both_sides_out() {
+fn a_hole_inside_a_whole_cell_mapping_copies_out_the_smaller_side() {
     let (mut f, mut model) = streamed_file();
+    let base = f.read(0, 4096).as_ptr();
     let before = f.charge();
+    // Near the front: the head is copied out, the rest moves down in place.
     let (off, end) = (100_000, 108_192);
     let cost = f.punch_cost(off, end - off, false);
-    assert_eq!(cost, extent_charge(off) + extent_charge(CHUNK_SIZE - end));
+    assert_eq!(cost, extent_charge(off));
     within_cost(&mut f, cost, |f| f.punch(off, end - off, false));
     model[off as usize..end as usize].fill(0);
     check(&f, &model);
-    assert_eq!(f.charge(), before - extent_charge(CHUNK_SIZE) + extent_charge(off) + extent_charge(CHUNK_SIZE - end));
+    let rest = (CHUNK_SIZE - end).next_multiple_of(4096);
+    assert_eq!(f.charge(), before - extent_charge(CHUNK_SIZE) + extent_charge(off) + extent_charge(rest));
+    assert_eq!(f.read(end, 4096).as_ptr(), base, "the rest kept its mapping");
     assert_eq!((f.seek(0, Seek::Hole), f.seek(off, Seek::Data)), (Some(off), Some(end)));
+    // Near the back: the end is copied out, the front is cut where it lies.
+    let (off, end) = (CHUNK_SIZE - 50_000, CHUNK_SIZE - 20_000);
+    let before = f.charge();
+    let cost = f.punch_cost(off, end - off, false);
+    assert_eq!(cost, extent_charge(20_000));
+    within_cost(&mut f, cost, |f| f.punch(off, end - off, false));
+    model[off as usize..end as usize].fill(0);
+    check(&f, &model);
+    let front = (off - 108_192).next_multiple_of(4096);
+    assert_eq!(f.charge(), before - extent_charge(rest) + extent_charge(front) + extent_charge(20_000));
+    assert_eq!(f.read(108_192, 4096).as_ptr(), base);
+}
+
+#[test]
+fn a_whole_cell_mapping_a_reply_holds_is_copied_before_it_is_cut() {
+    let (mut f, mut model) = streamed_file();
+    let reply = f.read(0, CHUNK_SIZE);
+    let (off, end) = (100_000, 108_192);
+    let cost = f.punch_cost(off, end - off, false);
+    within_cost(&mut f, cost, |f| f.punch(off, end - off, false));
+    model[off as usize..end as usize].fill(0);
+    check(&f, &model);
+    within_cost(&mut f, 0, |f| f.truncate(CHUNK_SIZE / 2));
+    model.truncate(CHUNK_SIZE as usize / 2);
+    check(&f, &model);
+    assert_eq!(&reply[..], &streamed_file().1[..CHUNK_SIZE as usize], "the reply kept its bytes");
+}
+
+#[test]
+fn a_partly_filled_cell_mapping_shrinks_where_it_lies() {
+    let mut f = FileData::new(Shape::Sequential);
+    let data: Vec<u8> = (0..CHUNK_SIZE + 1_300_000).map(|i| (i % 241) as u8).collect();
+    let plan = Plan { promote: false, whole_cells: true };
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        let off = (i as u64) << 20;
+        let cost = f.write_cost(off, piece.len() as u64, plan);
+        within_cost(&mut f, cost, |f| f.write(off, piece, plan));
+    }
+    // The writer closes: the second cell's mapping keeps its 1,300,000
+    // bytes where they are, in whole pages.
+    within_cost(&mut f, 0, FileData::compact);
+    check(&f, &data);
+    assert_eq!(f.charge(), extent_charge(CHUNK_SIZE) + extent_charge(1_302_528));
+    let addr = f.read(CHUNK_SIZE, 4096).as_ptr();
+    // Truncating inside it keeps them there too.
+    let cut = CHUNK_SIZE + 500_000;
+    within_cost(&mut f, 0, |f| f.truncate(cut));
+    check(&f, &data[..cut as usize]);
+    assert_eq!(f.read(CHUNK_SIZE, 4096).as_ptr(), addr);
+    assert_eq!(f.charge(), extent_charge(CHUNK_SIZE) + extent_charge(503_808));
+    // An append after it starts an extent of its own; the mapping stays.
+    let mut model = data[..cut as usize].to_vec();
+    let cost = f.write_cost(cut, 3000, Plan::PLAIN);
+    within_cost(&mut f, cost, |f| f.write(cut, &[3; 3000], Plan::PLAIN));
+    model.extend_from_slice(&[3; 3000]);
+    check(&f, &model);
+    assert_eq!(f.read(CHUNK_SIZE, 4096).as_ptr(), addr);
+    // Below the size glibc maps, what is kept moves to the heap (its pages
+    // handed back first), charged as a small buffer.
+    within_cost(&mut f, 0, |f| f.truncate(CHUNK_SIZE + 5000));
+    check(&f, &data[..CHUNK_SIZE as usize + 5000]);
+    assert_eq!(f.charge(), extent_charge(CHUNK_SIZE) + extent_charge(5000));
+    // A tail still open shrinks the same way: frozen, then cut.
+    let mut g = FileData::new(Shape::Sequential);
+    g.write(0, &data[..1 << 20], plan);
+    within_cost(&mut g, 0, |g| g.truncate(700_000));
+    check(&g, &data[..700_000]);
+    assert_eq!(g.charge(), extent_charge(700_416));
 }
 
 #[test]
