@@ -146,6 +146,7 @@ fn probe(files: &[PathBuf], dirs: &[PathBuf], links: &Path) -> Vec<(String, Opti
         op("truncate", truncate(f));
         op("open truncate", open(f, libc::O_WRONLY | libc::O_TRUNC));
         op("chmod same", io_errno(std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode))));
+        op("chown to -1, -1", lchown(f, u32::MAX, u32::MAX));
         op("chgrp to the supplementary group", lchown(f, u32::MAX, GROUP));
         op("chown to nobody", lchown(f, NOBODY, u32::MAX));
     }

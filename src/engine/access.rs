@@ -181,17 +181,30 @@ pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_
 /// of a file also clears its set-user-ID bit, and its set-group-ID bit where
 /// that is executable (or the caller may not keep it), and on tmpfs that
 /// mode change needs the owner's rights or `CAP_FOWNER` (`EPERM`).
+///
+/// `chown(f, -1, -1)` reaches the filesystem as an empty SETATTR, all that
+/// is left of the kernel's request once it has stripped the bits to clear.
+/// So does the kernel's own request to clear them before a writer's
+/// `fallocate(2)` or `copy_file_range(2)` (`file_remove_privs`, which
+/// needs no ownership). The two cannot be told apart; an empty SETATTR is
+/// therefore granted to the owner, to `CAP_FOWNER`, and to a caller who
+/// may write the file (who could clear the bits by writing anyway), and
+/// refused to anyone else.
 pub fn check_chown_clears(attr: &Attr, set: &SetAttr, who: &impl Credentials) -> Result<()> {
-    if set.uid.is_none() && set.gid.is_none() || attr.kind == FileKind::Directory {
+    let empty = *set == SetAttr::default();
+    if !(empty || set.uid.is_some() || set.gid.is_some()) || attr.kind == FileKind::Directory {
         return Ok(());
     }
     let perm = u32::from(attr.perm);
     let clears = perm & 0o4000 != 0
         || (perm & S_ISGID != 0 && (perm & 0o010 != 0 || !(who.in_group(attr.gid) || who.capable(Capability::Fsetid))));
-    if clears && who.uid() != attr.uid && !who.capable(Capability::Fowner) {
-        return Err(FsError::NotPermitted);
+    if !clears || who.uid() == attr.uid || who.capable(Capability::Fowner) {
+        return Ok(());
     }
-    Ok(())
+    if empty && check(attr, who, WRITE).is_ok() {
+        return Ok(());
+    }
+    Err(FsError::NotPermitted)
 }
 
 /// Whether reading or writing the extended attribute `name` needs the
@@ -411,6 +424,24 @@ mod tests {
         }
         assert_eq!(check_setattr(&file(0o2745, 5, 5), &mut change(|s| s.gid = Some(6)), &chowner, false), Ok(()));
         assert_eq!(check_setattr(&file(0o755, 5, 5), &mut change(|s| s.uid = Some(6)), &chowner, false), Ok(()));
+        // chown(f, -1, -1) arrives empty: it clears the bits too, so only the
+        // owner, CAP_FOWNER, or a caller who may write the file (the same
+        // request clears them before a writer's fallocate) gets it.
+        for perm in [0o4755, 0o6755, 0o2755] {
+            let f = file(perm, 1001, 1001);
+            assert_eq!(check_setattr(&f, &mut change(|_| ()), &ALICE, false), Err(FsError::NotPermitted), "{perm:o}");
+            assert_eq!(check_chown_clears(&f, &SetAttr::default(), &ALICE), Err(FsError::NotPermitted), "{perm:o}");
+            assert_eq!(check_chown_clears(&f, &SetAttr::default(), &BOB), Ok(()), "the owner");
+            assert_eq!(check_chown_clears(&f, &SetAttr::default(), &ROOT), Ok(()), "CAP_FOWNER");
+            assert_eq!(check_chown_clears(&file(perm | 0o002, 1001, 1001), &SetAttr::default(), &ALICE), Ok(()));
+        }
+        let member_keeps = file(0o2745, 1001, 50);
+        assert_eq!(check_chown_clears(&member_keeps, &SetAttr::default(), &ALICE), Ok(()), "nothing cleared");
+        assert_eq!(
+            check_chown_clears(&file(0o2745, 1001, 1001), &SetAttr::default(), &ALICE),
+            Err(FsError::NotPermitted)
+        );
+        assert_eq!(check_chown_clears(&file(0o755, 1001, 1001), &SetAttr::default(), &ALICE), Ok(()));
         // Truncating by name needs write permission; through a descriptor it was checked at open.
         let trunc = |s: &mut SetAttr| s.size = Some(0);
         assert_eq!(

@@ -534,7 +534,7 @@ impl Filesystem for FuseFs {
             let checked = match self.creds(req) {
                 Some(c) => self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some())),
                 // Where the kernel checks, it still leaves this one to us.
-                None if set.uid.is_some() || set.gid.is_some() => {
+                None if set.uid.is_some() || set.gid.is_some() || set == SetAttr::default() => {
                     let c = RequestCreds::new(req.uid(), req.gid(), req.pid());
                     self.engine.getattr(i).and_then(|a| access::check_chown_clears(&a, &set, &c))
                 }
