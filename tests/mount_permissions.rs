@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::creds::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, as_fs_user, without_caps};
+use common::creds::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID, as_fs_user, without_caps};
 use common::mount::Mount;
 
 const NOBODY: u32 = 65534;
@@ -203,6 +203,49 @@ fn the_kernel_gives_the_errno_tmpfs_gives_with_default_permissions() {
     // The same probe where the kernel checks: scratchfs's answers to what
     // it lets through must not differ either.
     compare_with_tmpfs(&["-o", "default_permissions"]);
+}
+
+/// Root without `CAP_FSETID` loses set-user-ID and set-group-ID bits where
+/// tmpfs takes them: a truncate, an `O_TRUNC` open, a change of group (the
+/// daemon asks for the capability where a bit is at stake instead of
+/// taking uid 0 to hold it). With the daemon checking and with the kernel.
+#[test]
+fn root_without_cap_fsetid_loses_set_id_bits_as_on_tmpfs() {
+    for options in [&[][..], &["-o", "default_permissions"][..]] {
+        let Some(m) = Mount::new(&[&["--size", "16M"], options].concat()) else { return };
+        let shm = tempfile::Builder::new().prefix("scratchfs-fsetid").tempdir_in("/dev/shm").unwrap();
+        let reference = set_id_probe(shm.path());
+        let ours = set_id_probe(&m.path);
+        assert!(reference.iter().any(|(_, before, after)| before != after), "tmpfs cleared something");
+        assert!(reference.iter().any(|(_, before, after)| before == after), "and kept something");
+        assert_eq!(ours, reference, "modes after each operation, {options:?}");
+        assert!(m.unmount().success());
+    }
+}
+
+/// `(operation, mode before, mode after)` for set-ID files of several
+/// modes, each changed once by root without `CAP_FSETID`.
+fn set_id_probe(base: &Path) -> Vec<(String, u32, u32)> {
+    let mut out = Vec::new();
+    for mode in [0o4755, 0o6755, 0o2755, 0o2745] {
+        for op in ["truncate", "open O_TRUNC", "chgrp", "chown -1 -1"] {
+            let f = base.join(format!("{op}-{mode:o}").replace(' ', "_"));
+            std::fs::write(&f, b"contents").unwrap();
+            chmod(&f, mode);
+            let r = without_caps(&[CAP_FSETID], || match op {
+                "truncate" => io_errno(std::fs::OpenOptions::new().write(true).open(&f).and_then(|h| h.set_len(3))),
+                "open O_TRUNC" => io_errno(std::fs::OpenOptions::new().write(true).truncate(true).open(&f)),
+                // SAFETY: a valid C path.
+                "chgrp" => errno(unsafe { libc::lchown(cpath(&f).as_ptr(), u32::MAX, GROUP) }),
+                // SAFETY: as above.
+                _ => errno(unsafe { libc::lchown(cpath(&f).as_ptr(), u32::MAX, u32::MAX) }),
+            });
+            assert_eq!(r, None, "{op} of a {mode:o} file");
+            let after = std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777;
+            out.push((op.to_string(), mode, after));
+        }
+    }
+    out
 }
 
 fn compare_with_tmpfs(options: &[&str]) {

@@ -49,7 +49,7 @@ impl Engine {
                     self.quota.release(before - f.charge());
                     if emptied {
                         st.touch_modified(Timestamp::now());
-                        if caller.uid != 0 {
+                        if !caller.fsetid {
                             st.kill_suidgid_by(caller);
                         }
                     }

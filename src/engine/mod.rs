@@ -385,7 +385,7 @@ impl Engine {
             }
             self.quota.release(before - st.total_charge());
             st.touch_modified(now);
-            if caller.uid != 0 {
+            if !caller.fsetid {
                 st.kill_suidgid_by(caller);
             }
             self.kill_capability(&mut st);

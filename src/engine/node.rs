@@ -203,12 +203,12 @@ impl NodeState {
     }
 
     /// Whether `caller` may keep a set-group-ID bit that is not
-    /// group-executable: uid 0 (standing in for `CAP_FSETID`), or a member
-    /// of the file's group. Only the caller's primary group is known here,
+    /// group-executable: with `CAP_FSETID`, or as a member of the file's
+    /// group. Only the caller's primary group is known here,
     /// so a member through a supplementary group loses the bit where tmpfs
     /// would keep it (the safe side: a privilege dropped, never kept).
     pub(crate) fn may_keep_sgid(&self, caller: &Caller) -> bool {
-        caller.uid == 0 || caller.gid == self.meta.gid
+        caller.fsetid || caller.gid == self.meta.gid
     }
 }
 

@@ -182,7 +182,7 @@ pub struct SetAttr {
 }
 
 /// Who is asking: used for the ownership of new nodes and for the rules that
-/// clear set-uid/set-gid bits (uid 0 stands in for `CAP_FSETID`).
+/// clear set-uid/set-gid bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// Effective user id.
@@ -193,11 +193,15 @@ pub struct Caller {
     /// this caller does not get, unless its directory's default ACL
     /// decides them (engines made with `posix_acl`).
     pub umask: u32,
+    /// Holds `CAP_FSETID`: a truncate keeps the node's set-user-ID and
+    /// set-group-ID bits, and a chown keeps a set-group-ID bit that is not
+    /// group-executable whatever the caller's groups.
+    pub fsetid: bool,
 }
 
 impl Caller {
     /// The superuser, with no umask.
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0, umask: 0 };
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0, umask: 0, fsetid: true };
 }
 
 /// How `rename` treats an existing target.

@@ -121,8 +121,11 @@ fn open_flags(flags: i32) -> FopenFlags {
     if flags & libc::O_ACCMODE == libc::O_WRONLY { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
 }
 
+/// The caller of `req`. Root's tasks are taken to hold `CAP_FSETID`, as
+/// nearly all do; where a set-user-ID or set-group-ID bit is at stake the
+/// adapter asks ([`FuseFs::caller_of`]).
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid(), umask: 0 }
+    Caller { uid: req.uid(), gid: req.gid(), umask: 0, fsetid: req.uid() == 0 }
 }
 
 /// The caller of a CREATE, MKNOD or MKDIR, with the umask the kernel sent:
@@ -530,7 +533,9 @@ impl Filesystem for FuseFs {
                 mtime: mtime.map(set_time),
                 ctime: ctime.map(kernel_time),
             };
-            let (i, who) = (ino(i), caller(req));
+            let i = ino(i);
+            let clears = set.size.is_some() || set.uid.is_some() || set.gid.is_some() || set == SetAttr::default();
+            let who = if clears { permit::caller_of(req, self.engine.getattr(i).ok().as_ref()) } else { caller(req) };
             let checked = match self.creds(req) {
                 Some(c) => self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some())),
                 // Where the kernel checks, it still leaves this one to us.
@@ -671,9 +676,14 @@ impl Filesystem for FuseFs {
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         self.count(req, Op::Open, 0);
         self.run("open", || {
+            let who = if flags.0 & libc::O_TRUNC != 0 {
+                permit::caller_of(req, self.engine.getattr(ino(i)).ok().as_ref())
+            } else {
+                caller(req)
+            };
             let r = self
                 .permit(self.creds(req).as_ref(), ino(i), access::open_mask(flags.0))
-                .and_then(|()| self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &caller(req)));
+                .and_then(|()| self.engine.open(ino(i), OpenFlags::from_libc(flags.0), &who));
             match r {
                 // Keep the page cache: nothing changes the file behind the kernel's back.
                 Ok(fh) => reply.opened(FileHandle(fh.0), open_flags(flags.0)),
@@ -1035,7 +1045,11 @@ impl Filesystem for FuseFs {
             self.maybe_panic(bytes(name));
             let raw_flags = flags;
             let flags = OpenFlags::from_libc(flags);
-            let (parent, who) = (ino(parent), creator(req, umask));
+            let parent = ino(parent);
+            let mut who = creator(req, umask);
+            if raw_flags & libc::O_TRUNC != 0 {
+                who.fsetid = permit::caller_of(req, self.engine.peek(parent, bytes(name)).ok().as_ref()).fsetid;
+            }
             if let Err(e) = self.permit_create(req, parent, bytes(name), raw_flags) {
                 return fail!(reply, "create", e);
             }

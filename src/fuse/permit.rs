@@ -6,10 +6,23 @@
 
 use fuser::Request;
 
-use super::FuseFs;
 use super::creds::RequestCreds;
-use crate::engine::access::{self, EXEC, WRITE};
-use crate::engine::{FileKind, FsError, Ino};
+use super::{FuseFs, caller};
+use crate::engine::access::{self, Capability, Credentials, EXEC, WRITE};
+use crate::engine::{Attr, Caller, FileKind, FsError, Ino};
+
+/// The caller of `req`, about to truncate or chown a node with attributes
+/// `a`: where that is a file with a set-user-ID or set-group-ID bit,
+/// whether the caller holds `CAP_FSETID` (which keeps them) is asked of the
+/// kernel (`capget(2)`) instead of assumed from its uid, as the kernel's
+/// `FATTR_KILL_SUIDGID` would say if fuser passed it on.
+pub(super) fn caller_of(req: &Request, a: Option<&Attr>) -> Caller {
+    let mut who = caller(req);
+    if a.is_some_and(|a| a.kind == FileKind::RegularFile && u32::from(a.perm) & 0o6000 != 0) {
+        who.fsetid = RequestCreds::new(req.uid(), req.gid(), req.pid()).capable(Capability::Fsetid);
+    }
+    who
+}
 
 impl FuseFs {
     /// The caller's credentials, where this adapter checks permissions.

@@ -19,7 +19,7 @@ use scratchfs::{
 };
 
 pub const ROOT: Caller = Caller::ROOT;
-pub const USER: Caller = Caller { uid: 1000, gid: 1000, umask: 0 };
+pub const USER: Caller = Caller { uid: 1000, gid: 1000, umask: 0, fsetid: false };
 
 /// A memory probe whose reading the test controls.
 #[derive(Clone)]
