@@ -40,6 +40,8 @@ pub enum Capability {
 pub trait Credentials {
     /// Filesystem user id.
     fn uid(&self) -> u32;
+    /// Filesystem group id (the primary group).
+    fn gid(&self) -> u32;
     /// Whether `gid` is the filesystem group id or one of the supplementary groups.
     fn in_group(&self, gid: u32) -> bool;
     /// Whether the caller holds `cap` in its effective set.
@@ -195,9 +197,12 @@ pub fn check_chown_clears(attr: &Attr, set: &SetAttr, who: &impl Credentials) ->
     if !(empty || set.uid.is_some() || set.gid.is_some()) || attr.kind == FileKind::Directory {
         return Ok(());
     }
+    // What the engine will clear (`NodeState::kill_suidgid_by`), which
+    // knows the caller's primary group only: a member through a
+    // supplementary group is refused where tmpfs would let the bit be.
     let perm = u32::from(attr.perm);
     let clears = perm & 0o4000 != 0
-        || (perm & S_ISGID != 0 && (perm & 0o010 != 0 || !(who.in_group(attr.gid) || who.capable(Capability::Fsetid))));
+        || (perm & S_ISGID != 0 && (perm & 0o010 != 0 || !(who.gid() == attr.gid || who.capable(Capability::Fsetid))));
     if !clears || who.uid() == attr.uid || who.capable(Capability::Fowner) {
         return Ok(());
     }
@@ -229,6 +234,9 @@ mod tests {
     impl Credentials for Who {
         fn uid(&self) -> u32 {
             self.uid
+        }
+        fn gid(&self) -> u32 {
+            self.groups[0]
         }
         fn in_group(&self, gid: u32) -> bool {
             self.groups.contains(&gid)
@@ -435,8 +443,12 @@ mod tests {
             assert_eq!(check_chown_clears(&f, &SetAttr::default(), &ROOT), Ok(()), "CAP_FOWNER");
             assert_eq!(check_chown_clears(&file(perm | 0o002, 1001, 1001), &SetAttr::default(), &ALICE), Ok(()));
         }
-        let member_keeps = file(0o2745, 1001, 50);
+        let member_keeps = file(0o2745, 1001, 1000);
         assert_eq!(check_chown_clears(&member_keeps, &SetAttr::default(), &ALICE), Ok(()), "nothing cleared");
+        // The engine knows the primary group only and would clear the bit
+        // for a supplementary member: refused rather than stripped.
+        let supplementary = file(0o2745, 1001, 50);
+        assert_eq!(check_chown_clears(&supplementary, &SetAttr::default(), &ALICE), Err(FsError::NotPermitted));
         assert_eq!(
             check_chown_clears(&file(0o2745, 1001, 1001), &SetAttr::default(), &ALICE),
             Err(FsError::NotPermitted)

@@ -64,6 +64,10 @@ impl Credentials for RequestCreds {
         self.uid
     }
 
+    fn gid(&self) -> u32 {
+        self.gid
+    }
+
     fn in_group(&self, gid: u32) -> bool {
         gid == self.gid || self.groups().contains(&gid)
     }

@@ -147,12 +147,14 @@ impl Chunk {
     }
 
     /// Drops the bytes before `at` (inside the chunk): the rest moves down
-    /// where it lies.
+    /// where it lies (a mapping a reply holds: the rest is copied out).
     fn cut_front(&mut self, at: u64) {
         let skip = (at - self.start) as usize;
         if let Some(h) = self.huge_mut() {
             h.remove_front(skip);
             self.settle();
+        } else if self.is_huge() {
+            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[skip..]));
         } else {
             self.edit(|v| {
                 v.copy_within(skip.., 0);
@@ -163,12 +165,14 @@ impl Chunk {
     }
 
     /// Drops the bytes from `at` (inside the chunk) on, shrinking the
-    /// buffer where it lies.
+    /// buffer where it lies (a mapping a reply holds: the rest is copied out).
     fn cut_back(&mut self, at: u64) {
         let keep = (at - self.start) as usize;
         if let Some(h) = self.huge_mut() {
             h.truncate(keep);
             self.settle();
+        } else if self.is_huge() {
+            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[..keep]));
         } else {
             self.edit(|v| v.truncate(keep));
         }
@@ -539,7 +543,10 @@ impl ChunkList {
         for c in self.chunks[i..].iter_mut().take_while(|c| c.start < end) {
             let (s, e) = (c.start.max(off), c.end().min(end));
             let at = (s - c.start) as usize;
+            let was = c.charge();
             c.modify(|v| v[at..at + (e - s) as usize].copy_from_slice(src(s, e)));
+            // A mapping a reply holds was copied to the heap: charged less.
+            self.charge = self.charge - was + c.charge();
         }
         if self.tail_active() && self.tail_start < end {
             let (s, e) = (self.tail_start.max(off), self.tail_end().min(end));
@@ -768,7 +775,9 @@ impl ChunkList {
         let i = self.first_after(off);
         for c in self.chunks[i..].iter_mut().take_while(|c| c.start < end) {
             let (s, e) = (c.start.max(off) - c.start, c.end().min(end) - c.start);
+            let was = c.charge();
             c.modify(|v| v[s as usize..e as usize].fill(0));
+            self.charge = self.charge - was + c.charge();
         }
         if self.tail_active() && self.tail_start < end && self.tail_end() > off {
             let s = off.max(self.tail_start) - self.tail_start;

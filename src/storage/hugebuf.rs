@@ -74,6 +74,9 @@ impl HugeBuf {
             if tail > 0 {
                 libc::munmap((aligned + HUGE) as *mut libc::c_void, tail);
             }
+            // No transparent huge page: a shrink must really hand its pages
+            // back, and khugepaged must not fault them in again.
+            libc::madvise(aligned as *mut libc::c_void, HUGE, libc::MADV_NOHUGEPAGE);
             libc::madvise(aligned as *mut libc::c_void, HUGE, libc::MADV_POPULATE_WRITE);
         }
         NonNull::new(aligned as *mut u8).map(|ptr| HugeBuf { ptr, len: 0, limit: HUGE as u32 })

@@ -38,6 +38,9 @@ fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
     let mut rng = Rng(seed);
     let mut f = FileData::new(shape);
     let mut model: Vec<u8> = Vec::new();
+    // A reply still being sent while the next change is made: it must keep
+    // its bytes, and the change must keep the charges exact.
+    let mut held: Option<(Bytes, Vec<u8>)> = None;
     for step in 0..400 {
         let off = rng.below(span);
         let len = match rng.below(4) {
@@ -116,6 +119,13 @@ fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
         let s = (off as usize).min(model.len());
         let e = ((off + len) as usize).min(model.len());
         assert_eq!(&got[..], &model[s..e], "read {off}+{len} at step {step}");
+        if let Some((reply, bytes)) = held.take() {
+            assert_eq!(&reply[..], &bytes[..], "a held reply changed at step {step}");
+        }
+        if rng.below(3) == 0 {
+            let copy = got.to_vec();
+            held = Some((got, copy));
+        }
         if let Some(d) = f.seek(off, Seek::Data) {
             assert!(d >= off && d < f.len());
             assert!(model[off as usize..d as usize].iter().all(|&b| b == 0), "skipped data");
@@ -273,6 +283,33 @@ fn a_whole_cell_mapping_a_reply_holds_is_copied_before_it_is_cut() {
     model.truncate(CHUNK_SIZE as usize / 2);
     check(&f, &model);
     assert_eq!(&reply[..], &streamed_file().1[..CHUNK_SIZE as usize], "the reply kept its bytes");
+}
+
+#[test]
+fn a_partly_filled_mapping_a_reply_holds_is_charged_as_what_replaces_it() {
+    let plan = Plan { promote: false, whole_cells: true };
+    let data: Vec<u8> = (0..1_300_000u32).map(|i| (i % 239) as u8).collect();
+    for zero in [false, true] {
+        let mut f = FileData::new(Shape::Sequential);
+        f.write(0, &data[..1 << 20], plan);
+        f.write(1 << 20, &data[1 << 20..], plan);
+        f.compact();
+        let mut model = data.clone();
+        // A change while a reply holds the mapping copies it to the heap,
+        // which is charged less than the mapping's whole pages.
+        let reply = f.read(0, 4096);
+        if zero {
+            f.zero_stored(100, 10);
+        } else {
+            f.write(100, &[0; 10], Plan::PLAIN);
+        }
+        model[100..110].fill(0);
+        drop(reply);
+        check(&f, &model);
+        assert_eq!(f.charge(), extent_charge(1_300_000));
+        f.truncate(0);
+        assert_eq!(f.charge(), 0, "nothing left charged");
+    }
 }
 
 #[test]
