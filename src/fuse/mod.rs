@@ -123,7 +123,7 @@ fn open_flags(flags: i32) -> FopenFlags {
 
 /// The caller of `req`. Root's tasks are taken to hold `CAP_FSETID`, as
 /// nearly all do; where a set-user-ID or set-group-ID bit is at stake the
-/// adapter asks ([`FuseFs::caller_of`]).
+/// adapter asks (`permit::caller_of`).
 fn caller(req: &Request) -> Caller {
     Caller { uid: req.uid(), gid: req.gid(), umask: 0, fsetid: req.uid() == 0 }
 }
@@ -534,12 +534,18 @@ impl Filesystem for FuseFs {
                 ctime: ctime.map(kernel_time),
             };
             let i = ino(i);
-            let clears = set.size.is_some() || set.uid.is_some() || set.gid.is_some() || set == SetAttr::default();
-            let who = if clears { permit::caller_of(req, self.engine.getattr(i).ok().as_ref()) } else { caller(req) };
+            // A chown, chown(f, -1, -1) included (an empty SETATTR), and a
+            // truncate may clear set-ID bits.
+            let chown = set.uid.is_some() || set.gid.is_some() || set == SetAttr::default();
+            let who = if chown || set.size.is_some() {
+                permit::caller_of(req, self.engine.getattr(i).ok().as_ref())
+            } else {
+                caller(req)
+            };
             let checked = match self.creds(req) {
                 Some(c) => self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some())),
                 // Where the kernel checks, it still leaves this one to us.
-                None if set.uid.is_some() || set.gid.is_some() || set == SetAttr::default() => {
+                None if chown => {
                     let c = RequestCreds::new(req.uid(), req.gid(), req.pid());
                     self.engine.getattr(i).and_then(|a| access::check_chown_clears(&a, &set, &c))
                 }
