@@ -146,35 +146,39 @@ impl Chunk {
         }
     }
 
-    /// Drops the bytes before `at` (inside the chunk): the rest moves down
-    /// where it lies (a mapping a reply holds: the rest is copied out).
+    /// Drops the bytes before `at` (inside the chunk).
     fn cut_front(&mut self, at: u64) {
-        let skip = (at - self.start) as usize;
-        if let Some(h) = self.huge_mut() {
-            h.remove_front(skip);
-            self.settle();
-        } else if self.is_huge() {
-            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[skip..]));
-        } else {
-            self.edit(|v| {
-                v.copy_within(skip.., 0);
-                v.truncate(v.len() - skip);
-            });
-        }
+        self.keep((at - self.start) as usize, self.len() as usize);
         self.start = at;
     }
 
-    /// Drops the bytes from `at` (inside the chunk) on, shrinking the
-    /// buffer where it lies (a mapping a reply holds: the rest is copied out).
+    /// Drops the bytes from `at` (inside the chunk) on.
     fn cut_back(&mut self, at: u64) {
-        let keep = (at - self.start) as usize;
+        self.keep(0, (at - self.start) as usize);
+    }
+
+    /// Keeps bytes `[a, b)` of the extent, moved to its front and the
+    /// buffer shrunk where it lies; a mapping a reply holds has just those
+    /// bytes copied out.
+    fn keep(&mut self, a: usize, b: usize) {
         if let Some(h) = self.huge_mut() {
-            h.truncate(keep);
+            if b < h.len() {
+                h.truncate(b);
+            }
+            if a > 0 {
+                h.remove_front(a);
+            }
             self.settle();
         } else if self.is_huge() {
-            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[..keep]));
+            self.data = Data::Heap(Bytes::copy_from_slice(&self.bytes()[a..b]));
         } else {
-            self.edit(|v| v.truncate(keep));
+            self.edit(|v| {
+                v.truncate(b);
+                if a > 0 {
+                    v.copy_within(a.., 0);
+                    v.truncate(b - a);
+                }
+            });
         }
     }
 
