@@ -182,7 +182,8 @@ pub struct Storage {
 /// One of the largest files.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LargeFile {
-    /// Path from the mount root (lossy UTF-8), or `inode N` when unknown.
+    /// Path from the mount root (lossy UTF-8; one over 512 bytes keeps its
+    /// start and end around `/…/`), or `inode N` when unknown.
     pub path: String,
     /// Size in bytes.
     pub size: u64,
@@ -269,24 +270,58 @@ impl Report {
     }
 }
 
+/// Longest path a report shows whole; a longer one keeps its start and
+/// end around `/…/`, so that ten paths stay far below the 64 KiB the
+/// kernel allows an xattr value (the report is served as one).
+const PATH_SHOWN: usize = 512;
+
 /// Finds a path for each wanted inode by walking the tree breadth-first.
+/// Keeps one name per directory (not its path: a deep tree would hold the
+/// square of its depth) and builds paths only for the inodes found.
 fn paths_of(engine: &Engine, wanted: &[Ino]) -> Vec<(Ino, String)> {
-    let mut found = Vec::new();
-    let mut queue = std::collections::VecDeque::from([(Ino::ROOT, String::new())]);
-    while let Some((dir, path)) = queue.pop_front() {
-        if found.len() == wanted.len() {
-            break;
-        }
+    // Directories met so far: (ino, index of the parent in this list, name).
+    let mut dirs: Vec<(Ino, usize, Vec<u8>)> = vec![(Ino::ROOT, 0, Vec::new())];
+    let mut found: Vec<(Ino, usize, Vec<u8>)> = Vec::new();
+    let mut next = 0;
+    while next < dirs.len() && found.len() < wanted.len() {
+        let (dir, at) = (dirs[next].0, next);
+        next += 1;
         let _ = engine.readdir(dir, 2, |d| {
-            let child = format!("{path}/{}", String::from_utf8_lossy(d.name));
-            if wanted.contains(&d.ino) && !found.iter().any(|(i, _)| *i == d.ino) {
-                found.push((d.ino, child.clone()));
+            if wanted.contains(&d.ino) && !found.iter().any(|(i, ..)| *i == d.ino) {
+                found.push((d.ino, at, d.name.to_vec()));
             }
             if d.kind == FileKind::Directory {
-                queue.push_back((d.ino, child));
+                dirs.push((d.ino, at, d.name.to_vec()));
             }
             false
         });
     }
     found
+        .into_iter()
+        .map(|(ino, parent, name)| {
+            let mut parts = vec![name.as_slice()];
+            let mut at = parent;
+            while at != 0 {
+                parts.push(&dirs[at].2);
+                at = dirs[at].1;
+            }
+            let mut path = Vec::new();
+            for part in parts.iter().rev() {
+                path.push(b'/');
+                path.extend_from_slice(part);
+            }
+            (ino, shown(&path))
+        })
+        .collect()
+}
+
+/// A path as a report shows it: lossy UTF-8, and middle elided past
+/// [`PATH_SHOWN`] bytes.
+fn shown(path: &[u8]) -> String {
+    if path.len() <= PATH_SHOWN {
+        return String::from_utf8_lossy(path).into_owned();
+    }
+    let head = &path[..PATH_SHOWN / 4];
+    let tail = &path[path.len() - (PATH_SHOWN - PATH_SHOWN / 4 - 8)..];
+    format!("{}/…/{}", String::from_utf8_lossy(head), String::from_utf8_lossy(tail))
 }

@@ -447,3 +447,47 @@ fn stats_show_promotions_and_shapes() {
     assert!(human.contains("1 sequential, 1 random-access") && human.contains("1 promoted"), "{human}");
     m.unmount();
 }
+
+/// A file at the end of a path far longer than `PATH_MAX` (300 directories
+/// of 255-byte names, made through directory descriptors) is still listed
+/// by `scratchfs stats`, its path shortened in the middle: the report is
+/// served as an xattr, which the kernel caps at 64 KiB.
+#[test]
+fn stats_list_a_file_at_the_end_of_a_path_longer_than_path_max() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    let open_dir = |at: libc::c_int, name: &std::ffi::CStr| {
+        // SAFETY: `name` is NUL-terminated; a valid descriptor is owned by the OwnedFd.
+        let fd = unsafe { libc::openat(at, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "openat: {}", std::io::Error::last_os_error());
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let mut dir = open_dir(libc::AT_FDCWD, &std::ffi::CString::new(m.path.as_os_str().as_encoded_bytes()).unwrap());
+    for i in 0..300 {
+        let name = std::ffi::CString::new(format!("{}{:03}", "d".repeat(252), i)).unwrap();
+        // SAFETY: `name` is NUL-terminated and `dir` is open.
+        assert_eq!(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) }, 0);
+        dir = open_dir(dir.as_raw_fd(), &name);
+    }
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::openat(dir.as_raw_fd(), c"big".as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644)
+    };
+    assert!(fd >= 0, "create: {}", std::io::Error::last_os_error());
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::Write::write_all(&mut &file, &vec![7u8; 1 << 20]).unwrap();
+    drop((file, dir));
+    let largest = &m.stats().largest_files[0];
+    assert_eq!(largest.size, 1 << 20);
+    let start = format!("/{}000/{}001/", "d".repeat(252), "d".repeat(252));
+    assert!(largest.path.starts_with(&start[..128]), "{}", largest.path);
+    assert!(
+        largest.path.contains("/…/") && largest.path.ends_with(&format!("{}299/big", "d".repeat(252))),
+        "{}",
+        largest.path
+    );
+    assert!(largest.path.len() <= 512, "{} bytes", largest.path.len());
+    let human = m.sh_ok(&format!("{} stats .", common::mount::BIN));
+    assert!(human.contains("299/big"), "{human}");
+    m.unmount();
+}
