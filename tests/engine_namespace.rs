@@ -328,8 +328,8 @@ fn set_times(e: &scratchfs::Engine, ino: Ino, atime: Timestamp, mtime: Timestamp
 type Access = (&'static str, Ino, Box<dyn Fn(&scratchfs::Engine)>);
 
 /// The accesses that move an access time, on fresh nodes of `e`: reading a
-/// file, listing a directory (READDIR and READDIRPLUS, at any offset),
-/// reading a link.
+/// file (with `read` or as the source of `copy_file_range`), listing a
+/// directory (READDIR and READDIRPLUS, at any offset), reading a link.
 fn accesses(e: &scratchfs::Engine) -> Vec<Access> {
     let (f, fh) = file_with(e, Ino::ROOT, "f", b"data");
     let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
@@ -337,8 +337,10 @@ fn accesses(e: &scratchfs::Engine) -> Vec<Access> {
         e.mknod(d, n.as_bytes(), libc::S_IFREG | 0o644, 0, &ROOT).unwrap();
     }
     let l = e.symlink(Ino::ROOT, b"l", b"f", &ROOT).unwrap().ino;
+    let (_, copy) = file_with(e, Ino::ROOT, "copy", b"");
     vec![
         ("read", f, Box::new(move |e| drop(e.read(fh, 0, 4).unwrap()))),
+        ("copy_file_range", f, Box::new(move |e| assert_eq!(e.copy_file_range(fh, 0, copy, 0, 4).unwrap(), 4))),
         ("readdir", d, Box::new(move |e| e.readdir(d, 0, |_| false).unwrap())),
         ("readdir resumed", d, Box::new(move |e| e.readdir(d, 3, |_| false).unwrap())),
         ("readdirplus", d, Box::new(move |e| e.readdirplus(d, 0, |_, _| true).unwrap())),

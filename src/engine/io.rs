@@ -359,6 +359,10 @@ impl Engine {
                 break; // the source's end of file (a copy within one file may have moved it)
             }
         }
+        if len > 0 {
+            // The source was read, as by read(2): relatime applies.
+            self.accessed(&src, src.state.read());
+        }
         Ok(done)
     }
 }

@@ -1002,10 +1002,12 @@ impl Filesystem for FuseFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        // No file here is a device: ENOTTY, as on tmpfs. The kernel forwards
-        // every ioctl (the kernel does not remember the answer), and common
-        // ones are frequent: Python's open() asks isatty (TCGETS) on each
-        // file. fuser's default would log a warning for each.
+        // No file here is a device: ENOTTY, as on tmpfs. (tmpfs does take
+        // the inode-flag ioctls of chattr and lsattr, which the kernel sends
+        // here too; with no flags kept, they fail, as on most filesystems.)
+        // The kernel forwards every ioctl (it does not remember the answer),
+        // and common ones are frequent: Python's open() asks isatty (TCGETS)
+        // on each file. fuser's default would log a warning for each.
         self.count(req, Op::Ioctl, 0);
         reply.error(Errno::ENOTTY);
     }
