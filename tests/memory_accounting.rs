@@ -283,6 +283,13 @@ fn what_the_engine_holds_never_exceeds_what_the_quota_charged() {
             e.write(fh, 0, &[b'x'; 100], WriteOptions::default()).unwrap();
             e.release(fh).unwrap();
         }),
+        // Pages far apart: each block holds from its write's page on.
+        measure_on_open_files(StoragePolicy::RandomAccess, "4 KiB at 3 sparse spans, 2,000 files", |e, _, fh| {
+            for i in 0..3u64 {
+                e.write(fh, i * (1 << 20) + 50_000, &[b'x'; 4096], WriteOptions::default()).unwrap();
+            }
+            e.release(fh).unwrap();
+        }),
         // A map emptied by a truncation.
         measure_after(
             StoragePolicy::RandomAccess,

@@ -1,11 +1,14 @@
 //! Random-access storage: a map of fixed-size blocks, absent block = hole.
 //!
-//! Block `i` covers `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)` and holds a
-//! prefix of that range (its `len`); the rest of the block reads as zeros.
-//! A write touches only the blocks it covers, so it costs O(write size)
-//! whatever the file size, and a block is mutated in place. Small files stay
-//! small: a block grows geometrically up to `BLOCK_SIZE` as data reaches
-//! further into it.
+//! Block `i` spans `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)` and holds one
+//! window of that span, `[start, start + len)`, `start` a multiple of a
+//! page; the rest of the span reads as zeros. A write touches only the
+//! blocks it covers, so it costs O(write size) whatever the file size, and
+//! a block is mutated in place. Memory follows the data, as tmpfs's pages
+//! do: a small file's block grows geometrically up to `BLOCK_SIZE` as data
+//! reaches further into it, and a write into the middle of an empty span
+//! holds its own pages, not the span before it, so a sparse file written
+//! at random holds about what was written.
 //!
 //! As in `chunks.rs`, each mutation has a `*_cost` twin computed from the
 //! unchanged state, so quota is reserved before anything is allocated.
@@ -14,7 +17,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Seek, alloc_overhead, seek_extents, shrink_buffer, zeros};
+use super::{PAGE, Seek, alloc_overhead, seek_extents, shrink_buffer, zeros};
 
 /// Size of a random-access block; block `i` covers `[i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)`.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
@@ -33,13 +36,112 @@ pub(crate) fn block_charge(cap: u64) -> u64 {
 }
 const MIN_BLOCK: u64 = 512;
 
+/// Where a block's buffer lies in its span: from `start` (a multiple of
+/// [`PAGE`]), `cap` bytes, of which the first `len` are its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    start: u64,
+    cap: u64,
+    len: u64,
+}
+
+impl Window {
+    /// The window a block needs to hold `[a, b)` of its span (`a < b`) as
+    /// well as what it holds now (`None`: no block yet). Upwards it grows
+    /// geometrically, so that appends inside a block copy each byte O(1)
+    /// times; downwards to the page of `a` exactly, so that memory stays
+    /// with the data (at most one copy per page of the span).
+    fn covering(now: Option<Window>, a: u64, b: u64) -> Window {
+        let (start, top, end) = match now {
+            Some(w) => (w.start.min(a / PAGE * PAGE), w.start + w.cap, (w.start + w.len).max(b)),
+            None => (a / PAGE * PAGE, a / PAGE * PAGE, b),
+        };
+        let cap = if end <= top { top - start } else { grown(top - start, end - start).min(BLOCK_SIZE - start) };
+        Window { start, cap, len: end - start }
+    }
+}
+
+/// One block: its window's bytes in a buffer of the window's capacity,
+/// zeros past `len`. (24 bytes, as a `Vec` would be.)
+#[derive(Default)]
+struct Block {
+    buf: Box<[u8]>,
+    start: u32,
+    len: u32,
+}
+
+impl Block {
+    fn window(&self) -> Window {
+        Window { start: u64::from(self.start), cap: self.buf.len() as u64, len: u64::from(self.len) }
+    }
+
+    /// Its data, which starts at `start` in the span.
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    /// `[start, end)` of its data in the span.
+    fn span(&self) -> (u64, u64) {
+        (u64::from(self.start), u64::from(self.start) + u64::from(self.len))
+    }
+
+    /// Takes the window `w`, which contains the present one: grows the
+    /// buffer where it lies if only its end moves, else moves the data
+    /// into a fresh zeroed buffer.
+    fn reshape(&mut self, w: Window) {
+        if w.cap != self.buf.len() as u64 {
+            let fresh = if self.len == 0 {
+                vec![0u8; w.cap as usize].into_boxed_slice()
+            } else if w.start == u64::from(self.start) {
+                let mut v = Vec::from(std::mem::take(&mut self.buf));
+                v.reserve_exact(w.cap as usize - v.len());
+                v.resize(w.cap as usize, 0);
+                v.into_boxed_slice()
+            } else {
+                let mut fresh = vec![0u8; w.cap as usize].into_boxed_slice();
+                let at = (u64::from(self.start) - w.start) as usize;
+                fresh[at..at + self.len as usize].copy_from_slice(self.data());
+                fresh
+            };
+            self.buf = fresh;
+        }
+        // Within a window that starts lower, the data lies further in.
+        self.start = w.start as u32;
+        self.len = w.len as u32;
+    }
+
+    /// Keeps only `[from, to)` of the span (inside its data; `from` a
+    /// multiple of a page) and gives the rest of the buffer back, shrinking
+    /// it where it lies.
+    fn keep(&mut self, from: u64, to: u64) {
+        let a = (from - u64::from(self.start)) as usize;
+        let b = (to - u64::from(self.start)) as usize;
+        let mut v = Vec::from(std::mem::take(&mut self.buf));
+        v.copy_within(a..b, 0);
+        v.truncate(b - a);
+        shrink_buffer(&mut v, b - a);
+        self.buf = v.into_boxed_slice();
+        self.start = from as u32;
+        self.len = (b - a) as u32;
+    }
+
+    /// Zeroes `[a, b)` of the span where it meets the data.
+    fn zero(&mut self, a: u64, b: u64) {
+        let (s, e) = self.span();
+        let (a, b) = (a.max(s), b.min(e));
+        if a < b {
+            self.buf[(a - s) as usize..(b - s) as usize].fill(0);
+        }
+    }
+}
+
 /// A file's bytes as a sparse map of blocks.
 #[derive(Default)]
 pub(crate) struct BlockMap {
-    /// Block index -> data prefix of that block (never empty). Once empty,
-    /// replaced by a fresh map, which allocates nothing (a map emptied by
-    /// removals keeps its root leaf).
-    blocks: BTreeMap<u64, Vec<u8>>,
+    /// Block index -> its window (never empty). Once empty, replaced by a
+    /// fresh map, which allocates nothing (a map emptied by removals keeps
+    /// its root leaf).
+    blocks: BTreeMap<u64, Block>,
     /// Σ `block_charge` over blocks (the root is charged on top of it).
     charge: u64,
     /// Σ block lengths.
@@ -71,14 +173,15 @@ fn root_charge(holds_blocks: bool) -> u64 {
     if holds_blocks { BLOCK_MAP_COST } else { 0 }
 }
 
-/// Quota a write of `len` bytes at `off` needs on a map whose block
-/// capacities `cap_of` reports (`None` = no block); `empty` if the map holds
-/// no block yet.
-pub(crate) fn write_cost_with(cap_of: impl Fn(u64) -> Option<u64>, empty: bool, off: u64, len: u64) -> u64 {
+/// Quota a write of `len` bytes at `off` needs on a map whose blocks'
+/// windows `window_of` reports (`None` = no block); `empty` if the map
+/// holds no block yet.
+pub(crate) fn write_cost_with(window_of: impl Fn(u64) -> Option<Window>, empty: bool, off: u64, len: u64) -> u64 {
     let blocks: u64 = pieces(off, off + len)
-        .map(|(idx, _, b)| match cap_of(idx) {
-            Some(cap) => block_charge(grown(cap, b)) - block_charge(cap),
-            None => block_charge(grown(0, b)),
+        .map(|(idx, a, b)| {
+            let now = window_of(idx);
+            let was = now.map_or(0, |w| block_charge(w.cap));
+            block_charge(Window::covering(now, a, b).cap) - was
         })
         .sum();
     // The first block brings the root.
@@ -94,41 +197,46 @@ impl BlockMap {
         self.stored
     }
 
-    /// An empty map with blocks allocated (not yet filled) for `layout`.
-    pub(crate) fn with_layout(layout: &[(u64, u64)]) -> Self {
+    /// A map of zeroed blocks with the windows of `layout`.
+    pub(crate) fn with_layout(layout: &[(u64, Window)]) -> Self {
         let mut map = BlockMap::default();
-        for &(idx, len) in layout {
-            map.blocks.insert(idx, Vec::with_capacity(len as usize));
-            map.charge += block_charge(len);
+        for &(idx, w) in layout {
+            let block =
+                Block { buf: vec![0u8; w.cap as usize].into_boxed_slice(), start: w.start as u32, len: w.len as u32 };
+            map.blocks.insert(idx, block);
+            map.charge += block_charge(w.cap);
+            map.stored += w.len;
         }
         map
     }
 
-    /// Copies one extent into blocks allocated by [`BlockMap::with_layout`].
-    /// Extents must arrive in order.
+    /// Copies one extent into blocks made by [`BlockMap::with_layout`].
     pub(crate) fn fill_extent(&mut self, start: u64, bytes: &[u8]) {
         for (idx, a, b) in pieces(start, start + bytes.len() as u64) {
             let Some(block) = self.blocks.get_mut(&idx) else { unreachable!("the layout covers every extent") };
-            let before = block.len() as u64;
-            block.resize(a as usize, 0);
-            let src = idx * BLOCK_SIZE + a - start;
-            block.extend_from_slice(&bytes[src as usize..(src + b - a) as usize]);
-            self.stored += block.len() as u64 - before;
+            let src = (idx * BLOCK_SIZE + a - start) as usize;
+            let at = (a - u64::from(block.start)) as usize;
+            block.buf[at..at + (b - a) as usize].copy_from_slice(&bytes[src..src + (b - a) as usize]);
         }
     }
 
-    /// The block layout `(index, length)` a set of extents needs, and its charge.
-    pub(crate) fn layout_for(extents: impl Iterator<Item = (u64, u64)>) -> (Vec<(u64, u64)>, u64) {
-        let mut layout: Vec<(u64, u64)> = Vec::new();
+    /// The block layout `(index, window)` a set of extents (in order)
+    /// needs, and its charge.
+    pub(crate) fn layout_for(extents: impl Iterator<Item = (u64, u64)>) -> (Vec<(u64, Window)>, u64) {
+        let mut layout: Vec<(u64, Window)> = Vec::new();
         for (s, e) in extents {
-            for (idx, _, b) in pieces(s, e) {
+            for (idx, a, b) in pieces(s, e) {
                 match layout.last_mut() {
-                    Some((last, len)) if *last == idx => *len = (*len).max(b),
-                    _ => layout.push((idx, b)),
+                    Some((last, w)) if *last == idx => *w = Window::covering(Some(*w), a, b),
+                    _ => layout.push((idx, Window::covering(None, a, b))),
                 }
             }
         }
-        let charge = layout.iter().map(|&(_, len)| block_charge(len)).sum::<u64>() + root_charge(!layout.is_empty());
+        // Exactly the data: no room to grow into.
+        for (_, w) in &mut layout {
+            w.cap = w.len;
+        }
+        let charge = layout.iter().map(|&(_, w)| block_charge(w.cap)).sum::<u64>() + root_charge(!layout.is_empty());
         (layout, charge)
     }
 
@@ -137,8 +245,9 @@ impl BlockMap {
         let mut buf: Vec<u8> = Vec::new();
         for (&idx, block) in self.blocks.range(off / BLOCK_SIZE..=(end - 1) / BLOCK_SIZE) {
             let base = idx * BLOCK_SIZE;
-            let s = off.max(base);
-            let e = end.min(base + block.len() as u64);
+            let (bs, be) = block.span();
+            let s = off.max(base + bs);
+            let e = end.min(base + be);
             if s >= e {
                 continue;
             }
@@ -146,7 +255,7 @@ impl BlockMap {
                 buf.reserve_exact(len as usize);
             }
             buf.resize((s - off) as usize, 0);
-            buf.extend_from_slice(&block[(s - base) as usize..(e - base) as usize]);
+            buf.extend_from_slice(&block.data()[(s - base - bs) as usize..(e - base - bs) as usize]);
         }
         if buf.is_empty() {
             return zeros(len);
@@ -156,36 +265,32 @@ impl BlockMap {
     }
 
     pub(crate) fn write_cost(&self, off: u64, len: u64) -> u64 {
-        write_cost_with(|idx| self.blocks.get(&idx).map(|b| b.capacity() as u64), self.blocks.is_empty(), off, len)
+        write_cost_with(|idx| self.blocks.get(&idx).map(Block::window), self.blocks.is_empty(), off, len)
     }
 
     pub(crate) fn write(&mut self, off: u64, data: &[u8]) {
         for (idx, a, b) in pieces(off, off + data.len() as u64) {
             let src = &data[(idx * BLOCK_SIZE + a - off) as usize..(idx * BLOCK_SIZE + b - off) as usize];
-            let block = self.block_with_len(idx, b);
-            block[a as usize..b as usize].copy_from_slice(src);
+            let block = self.block_covering(idx, a, b);
+            let at = (a - u64::from(block.start)) as usize;
+            block.buf[at..at + src.len()].copy_from_slice(src);
         }
     }
 
-    /// The block `idx`, created or grown (zero-filled) to at least `len` bytes.
-    fn block_with_len(&mut self, idx: u64, len: u64) -> &mut Vec<u8> {
+    /// The block `idx`, created or grown (zero-filled) to cover `[a, b)` of its span.
+    fn block_covering(&mut self, idx: u64, a: u64, b: u64) -> &mut Block {
         let block = match self.blocks.entry(idx) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 self.charge += block_charge(0);
-                e.insert(Vec::new())
+                e.insert(Block::default())
             }
         };
-        let cap = block.capacity() as u64;
-        let want = grown(cap, len);
-        if want > cap {
-            block.reserve_exact((want - block.len() as u64) as usize);
-            self.charge += block_charge(block.capacity() as u64) - block_charge(cap);
-        }
-        if (block.len() as u64) < len {
-            self.stored += len - block.len() as u64;
-            block.resize(len as usize, 0);
-        }
+        let now = block.window();
+        let want = Window::covering((now.len > 0).then_some(now), a, b);
+        block.reshape(want);
+        self.charge += block_charge(want.cap) - block_charge(now.cap);
+        self.stored += want.len - now.len;
         block
     }
 
@@ -193,8 +298,8 @@ impl BlockMap {
     pub(crate) fn truncate(&mut self, size: u64) {
         let first_gone = size.div_ceil(BLOCK_SIZE);
         for (_, block) in self.blocks.split_off(&first_gone) {
-            self.charge -= block_charge(block.capacity() as u64);
-            self.stored -= block.len() as u64;
+            self.charge -= block_charge(block.buf.len() as u64);
+            self.stored -= u64::from(block.len);
         }
         if !size.is_multiple_of(BLOCK_SIZE) {
             self.cut_block(size / BLOCK_SIZE, size % BLOCK_SIZE);
@@ -209,23 +314,37 @@ impl BlockMap {
         }
     }
 
-    /// Shortens block `idx` to `keep` bytes, removing it if that leaves nothing.
-    fn cut_block(&mut self, idx: u64, keep: u64) {
-        let Some(block) = self.blocks.get_mut(&idx) else { return };
-        if block.len() as u64 <= keep {
+    /// Drops what block `idx` holds at or past `at` in its span, removing
+    /// the block if that leaves nothing.
+    fn cut_block(&mut self, idx: u64, at: u64) {
+        let Some(block) = self.blocks.get(&idx) else { return };
+        let (s, e) = block.span();
+        if at >= e {
             return;
         }
-        let cap = block.capacity() as u64;
-        self.stored -= block.len() as u64 - keep;
-        if keep == 0 {
-            self.blocks.remove(&idx);
-            self.charge -= block_charge(cap);
+        if at <= s {
+            self.remove_block(idx);
+        } else {
+            self.reshape_kept(idx, s, at);
+        }
+    }
+
+    fn remove_block(&mut self, idx: u64) {
+        if let Some(block) = self.blocks.remove(&idx) {
+            self.charge -= block_charge(block.buf.len() as u64);
+            self.stored -= u64::from(block.len);
             self.free_empty_root();
-            return;
         }
-        block.truncate(keep as usize);
-        shrink_buffer(block, keep as usize);
-        self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
+    }
+
+    /// Keeps `[from, to)` of block `idx` (see [`Block::keep`]), settling
+    /// the charge.
+    fn reshape_kept(&mut self, idx: u64, from: u64, to: u64) {
+        let Some(block) = self.blocks.get_mut(&idx) else { return };
+        let was = block.window();
+        block.keep(from, to);
+        self.charge -= block_charge(was.cap) - block_charge(block.buf.len() as u64);
+        self.stored -= was.len - u64::from(block.len);
     }
 
     /// The pieces of `[off, end)` that fall in blocks present: the work of
@@ -244,15 +363,23 @@ impl BlockMap {
             .collect()
     }
 
-    /// Turns `[off, end)` into a hole: whole blocks and block tails are
-    /// released, the middle of a block is zeroed in place. Needs no quota.
+    /// Turns `[off, end)` into a hole. Needs no quota: a block the range
+    /// covers is released, and so are the pages of a block's data it takes
+    /// from either end (whole pages at the front); the middle of a block is
+    /// zeroed where it lies.
     pub(crate) fn punch(&mut self, off: u64, end: u64) {
         for (idx, a, b) in self.present(off, end) {
             let Some(block) = self.blocks.get_mut(&idx) else { continue };
-            if b >= block.len() as u64 {
+            let (s, e) = block.span();
+            if b >= e {
                 self.cut_block(idx, a);
-            } else if a < b {
-                block[a as usize..b as usize].fill(0);
+            } else if a <= s && b / PAGE * PAGE > s {
+                self.reshape_kept(idx, b / PAGE * PAGE, e);
+                if let Some(block) = self.blocks.get_mut(&idx) {
+                    block.zero(a, b);
+                }
+            } else {
+                block.zero(a, b);
             }
         }
     }
@@ -264,8 +391,8 @@ impl BlockMap {
 
     /// Backs `[off, end)` with memory, keeping existing data.
     pub(crate) fn allocate(&mut self, off: u64, end: u64) {
-        for (idx, _, b) in pieces(off, end) {
-            self.block_with_len(idx, b);
+        for (idx, a, b) in pieces(off, end) {
+            self.block_covering(idx, a, b);
         }
     }
 
@@ -273,23 +400,21 @@ impl BlockMap {
     pub(crate) fn zero_existing(&mut self, off: u64, end: u64) {
         for (idx, a, b) in self.present(off, end) {
             if let Some(block) = self.blocks.get_mut(&idx) {
-                let b = b.min(block.len() as u64);
-                if a < b {
-                    block[a as usize..b as usize].fill(0);
-                }
+                block.zero(a, b);
             }
         }
     }
 
     /// Gives back spare block capacity.
     pub(crate) fn compact(&mut self) {
-        for block in self.blocks.values_mut() {
-            let cap = block.capacity() as u64;
-            if cap > block.len() as u64 {
-                let len = block.len();
-                shrink_buffer(block, len);
-                self.charge -= block_charge(cap) - block_charge(block.capacity() as u64);
-            }
+        let spare: Vec<(u64, u64, u64)> = self
+            .blocks
+            .iter()
+            .filter(|(_, b)| b.buf.len() > b.len as usize)
+            .map(|(&idx, b)| (idx, b.span().0, b.span().1))
+            .collect();
+        for (idx, s, e) in spare {
+            self.reshape_kept(idx, s, e);
         }
     }
 
@@ -297,7 +422,7 @@ impl BlockMap {
         let extents = self
             .blocks
             .range(off / BLOCK_SIZE..)
-            .map(|(&idx, b)| (idx * BLOCK_SIZE, idx * BLOCK_SIZE + b.len() as u64))
+            .map(|(&idx, b)| (idx * BLOCK_SIZE + b.span().0, idx * BLOCK_SIZE + b.span().1))
             .filter(|&(s, e)| e > off && s < size);
         seek_extents(extents, off, size, whence)
     }
@@ -305,7 +430,7 @@ impl BlockMap {
     /// Visits every block's data as `(start, bytes)` in order.
     pub(crate) fn for_each_extent(&self, mut f: impl FnMut(u64, &[u8])) {
         for (&idx, block) in &self.blocks {
-            f(idx * BLOCK_SIZE, block);
+            f(idx * BLOCK_SIZE + u64::from(block.start), block.data());
         }
     }
 
@@ -313,11 +438,15 @@ impl BlockMap {
         let mut charge = 0;
         let mut stored = 0;
         for (idx, block) in &self.blocks {
-            if block.is_empty() || block.len() as u64 > BLOCK_SIZE || block.capacity() as u64 > BLOCK_SIZE {
-                return Err(format!("block {idx} has len {} cap {}", block.len(), block.capacity()));
+            let w = block.window();
+            if w.len == 0 || w.len > w.cap || w.start + w.cap > BLOCK_SIZE || !w.start.is_multiple_of(PAGE) {
+                return Err(format!("block {idx} has window {w:?}"));
             }
-            charge += block_charge(block.capacity() as u64);
-            stored += block.len() as u64;
+            if block.buf[w.len as usize..].iter().any(|&b| b != 0) {
+                return Err(format!("block {idx} has bytes past its data ({w:?})"));
+            }
+            charge += block_charge(w.cap);
+            stored += w.len;
         }
         if charge != self.charge || stored != self.stored {
             return Err(format!(

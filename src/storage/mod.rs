@@ -78,7 +78,7 @@ pub enum Seek {
 /// request whose chunk reaches it gets a mapping of its own.
 pub const MMAP_THRESHOLD: u64 = 128 * 1024;
 /// Granularity of a mapping.
-const PAGE: u64 = 4096;
+pub(crate) const PAGE: u64 = 4096;
 
 /// `n` rounded up to a multiple of `to` (a power of two); `u64::MAX` if
 /// that does not fit.

@@ -513,3 +513,65 @@ fn shrinking_keeps_contents_and_leaves_no_spare_capacity() {
     shrink_buffer(&mut v, 40);
     assert_eq!((v.capacity(), v.len()), (40, 10));
 }
+
+#[test]
+fn random_access_pages_written_far_apart_hold_about_their_own_size() {
+    // As tmpfs holds a page per page written: one 4 KiB page near the end
+    // of each of 100 spans costs its page, not the span in front of it.
+    let mut f = FileData::new(Shape::RandomAccess);
+    let mut model = Vec::new();
+    for i in 0..100u64 {
+        let off = i * 3 * BLOCK_SIZE + BLOCK_SIZE - 8192 + 100;
+        let cost = f.write_cost(off, 4096, Plan::PLAIN);
+        within_cost(&mut f, cost, |f| f.write(off, &[i as u8 | 1; 4096], Plan::PLAIN));
+        model.resize(off as usize, 0);
+        model.extend_from_slice(&[i as u8 | 1; 4096]);
+    }
+    f.compact();
+    check(&f, &model);
+    // Each block holds from the page its write starts in to the write's
+    // end: 100 bytes in front of the 4 KiB.
+    assert_eq!(f.charge(), 100 * block_charge(4196) + BLOCK_MAP_COST);
+    assert!(f.charge() < 100 * (4096 + 250) + BLOCK_MAP_COST, "{}", f.charge());
+    // Data starts at the page the first byte is in, as on tmpfs.
+    let first = BLOCK_SIZE - 8192;
+    assert_eq!(f.seek(0, Seek::Data), Some(first));
+    assert_eq!(f.seek(first, Seek::Hole), Some(first + 100 + 4096));
+}
+
+#[test]
+fn a_random_access_block_written_downwards_ends_as_one_exact_window() {
+    // Pages written from a span's end to its start: the window grows down
+    // a page at a time and ends exactly the span, holding no spare room.
+    let mut f = FileData::new(Shape::RandomAccess);
+    for page in (0..BLOCK_SIZE / 4096).rev() {
+        let cost = f.write_cost(page * 4096, 4096, Plan::PLAIN);
+        within_cost(&mut f, cost, |f| f.write(page * 4096, &[page as u8 + 1; 4096], Plan::PLAIN));
+        assert_eq!(f.charge(), block_charge(BLOCK_SIZE - page * 4096) + BLOCK_MAP_COST, "page {page}");
+    }
+    let model: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i / 4096) as u8 + 1).collect();
+    check(&f, &model);
+}
+
+#[test]
+fn punching_the_front_of_a_random_access_block_gives_its_pages_back() {
+    let mut f = FileData::new(Shape::RandomAccess);
+    f.write(0, &vec![5u8; BLOCK_SIZE as usize], Plan::PLAIN);
+    let whole = f.charge();
+    assert_eq!(whole, block_charge(BLOCK_SIZE) + BLOCK_MAP_COST);
+    // Up to 10 bytes into the fifth page: four pages go, the rest is zeroed.
+    let cut = 4 * 4096 + 10;
+    assert_eq!(f.punch_cost(0, cut, false), 0);
+    within_cost(&mut f, 0, |f| f.punch(0, cut, false));
+    assert_eq!(f.charge(), block_charge(BLOCK_SIZE - 4 * 4096) + BLOCK_MAP_COST);
+    let mut model = vec![5u8; BLOCK_SIZE as usize];
+    model[..cut as usize].fill(0);
+    check(&f, &model);
+    assert_eq!(f.seek(0, Seek::Data), Some(4 * 4096));
+    // The middle of a block is zeroed where it lies: nothing moves.
+    let before = f.charge();
+    f.punch(8 * 4096, 4096, false);
+    model[8 * 4096..9 * 4096].fill(0);
+    assert_eq!(f.charge(), before);
+    check(&f, &model);
+}
