@@ -1118,7 +1118,8 @@ fn seek_data_hole(fs: &Fs) -> Transcript {
             probes.len()
         ));
         // Where each filesystem places data and hole boundaries (tmpfs: by
-        // page; scratchfs: by byte, or by 64 KiB block when random-access),
+        // page; scratchfs: by byte, data of a random-access file from the
+        // page it starts in),
         // at offsets around the extents written.
         let interesting: Vec<&String> = offsets
             .iter()

@@ -544,12 +544,12 @@ fn a_random_access_block_written_downwards_ends_as_one_exact_window() {
     // Pages written from a span's end to its start: the window grows down
     // a page at a time and ends exactly the span, holding no spare room.
     let mut f = FileData::new(Shape::RandomAccess);
-    for page in (0..BLOCK_SIZE / 4096).rev() {
-        let cost = f.write_cost(page * 4096, 4096, Plan::PLAIN);
-        within_cost(&mut f, cost, |f| f.write(page * 4096, &[page as u8 + 1; 4096], Plan::PLAIN));
-        assert_eq!(f.charge(), block_charge(BLOCK_SIZE - page * 4096) + BLOCK_MAP_COST, "page {page}");
+    for page in (0..BLOCK_SIZE / PAGE).rev() {
+        let cost = f.write_cost(page * PAGE, PAGE, Plan::PLAIN);
+        within_cost(&mut f, cost, |f| f.write(page * PAGE, &[page as u8 + 1; PAGE as usize], Plan::PLAIN));
+        assert_eq!(f.charge(), block_charge(BLOCK_SIZE - page * PAGE) + BLOCK_MAP_COST, "page {page}");
     }
-    let model: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i / 4096) as u8 + 1).collect();
+    let model: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i / PAGE) as u8 + 1).collect();
     check(&f, &model);
 }
 
@@ -559,19 +559,20 @@ fn punching_the_front_of_a_random_access_block_gives_its_pages_back() {
     f.write(0, &vec![5u8; BLOCK_SIZE as usize], Plan::PLAIN);
     let whole = f.charge();
     assert_eq!(whole, block_charge(BLOCK_SIZE) + BLOCK_MAP_COST);
-    // Up to 10 bytes into the fifth page: four pages go, the rest is zeroed.
-    let cut = 4 * 4096 + 10;
+    // Up to 10 bytes into the second page: the first page goes, the rest
+    // of the punch is zeroed.
+    let cut = PAGE + 10;
     assert_eq!(f.punch_cost(0, cut, false), 0);
     within_cost(&mut f, 0, |f| f.punch(0, cut, false));
-    assert_eq!(f.charge(), block_charge(BLOCK_SIZE - 4 * 4096) + BLOCK_MAP_COST);
+    assert_eq!(f.charge(), block_charge(BLOCK_SIZE - PAGE) + BLOCK_MAP_COST);
     let mut model = vec![5u8; BLOCK_SIZE as usize];
     model[..cut as usize].fill(0);
     check(&f, &model);
-    assert_eq!(f.seek(0, Seek::Data), Some(4 * 4096));
+    assert_eq!(f.seek(0, Seek::Data), Some(PAGE));
     // The middle of a block is zeroed where it lies: nothing moves.
     let before = f.charge();
-    f.punch(8 * 4096, 4096, false);
-    model[8 * 4096..9 * 4096].fill(0);
+    f.punch(2 * PAGE + 100, 100, false);
+    model[2 * PAGE as usize + 100..2 * PAGE as usize + 200].fill(0);
     assert_eq!(f.charge(), before);
     check(&f, &model);
 }
