@@ -196,6 +196,75 @@ fn rename_noreplace_and_exchange() {
 }
 
 #[test]
+fn rename_whiteout_leaves_a_whiteout_at_the_old_name_or_changes_nothing() {
+    // overlayfs's RENAME_WHITEOUT, as tmpfs does it: the source moves and
+    // a character device 0:0 with no permission bits takes its old name.
+    let e = engine(Q, StoragePolicy::Auto);
+    let (x, f) = file_with(&e, Ino::ROOT, "x", b"x");
+    e.release(f).unwrap();
+    let (y, f) = file_with(&e, Ino::ROOT, "y", b"y");
+    e.release(f).unwrap();
+    let who = scratchfs::Caller { uid: 1000, gid: 100, ..ROOT };
+    let (used, nodes) = (e.stats().used_bytes, e.stats().nodes);
+    e.rename_whiteout(Ino::ROOT, b"x", Ino::ROOT, b"y", false, &who).unwrap();
+    assert_eq!(e.lookup(Ino::ROOT, b"y").unwrap().ino, x);
+    assert_eq!(e.getattr(y).unwrap().nlink, 0, "the replaced file lost its name");
+    let w = e.lookup(Ino::ROOT, b"x").unwrap();
+    assert_eq!((w.kind, w.perm, w.rdev, w.nlink, w.uid, w.gid), (FileKind::CharDevice, 0, 0, 1, 1000, 100));
+    // One node more until the kernel forgets the replaced file; then one
+    // node for one, the whiteout costing what the replaced file's node did.
+    assert_eq!(e.stats().nodes, nodes + 1);
+    e.forget(y, 1);
+    assert_eq!(e.stats().nodes, nodes);
+    assert!(e.stats().used_bytes < used, "{} >= {used}", e.stats().used_bytes);
+    // NOREPLACE: refused onto an existing name, leaving no whiteout.
+    let (_, f) = file_with(&e, Ino::ROOT, "z", b"z");
+    e.release(f).unwrap();
+    assert_eq!(e.rename_whiteout(Ino::ROOT, b"z", Ino::ROOT, b"y", true, &ROOT), Err(FsError::Exists));
+    e.rename_whiteout(Ino::ROOT, b"z", Ino::ROOT, b"new", true, &ROOT).unwrap();
+    let wz = e.lookup(Ino::ROOT, b"z").unwrap();
+    assert_eq!(wz.kind, FileKind::CharDevice);
+    // A whiteout has no lookup reference but those lookups take: once
+    // they are forgotten, an unlink frees it.
+    e.forget(wz.ino, 1);
+    let before = e.stats().nodes;
+    e.unlink(Ino::ROOT, b"z").unwrap();
+    assert_eq!(e.stats().nodes, before - 1);
+    invariants(&e);
+}
+
+#[test]
+fn rename_whiteout_that_does_not_fit_changes_nothing() {
+    // The quota and the node limit are checked before anything moves.
+    for limit_nodes in [false, true] {
+        let mut cfg = config(if limit_nodes { Q } else { 4096 }, StoragePolicy::Auto);
+        if limit_nodes {
+            cfg.max_nodes = Some(3);
+        }
+        let e = scratchfs::Engine::with_probe(cfg, Box::new(FakeProbe::new(u64::MAX))).unwrap();
+        let (x, f) = file_with(&e, Ino::ROOT, "x", b"");
+        e.release(f).unwrap();
+        let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+        if !limit_nodes {
+            // Fill the quota with a name that fits no whiteout beside it.
+            let mut n = 1;
+            while e.mknod(Ino::ROOT, format!("{n:0>200}").as_bytes(), libc::S_IFIFO | 0o644, 0, &ROOT).is_ok() {
+                n += 1;
+            }
+        }
+        let (used, nodes) = (e.stats().used_bytes, e.stats().nodes);
+        let r = e.rename_whiteout(Ino::ROOT, b"x", d, b"x", false, &ROOT);
+        assert!(matches!(r, Err(FsError::NoSpace(_))), "limit_nodes {limit_nodes}: {r:?}");
+        assert_eq!(e.lookup(Ino::ROOT, b"x").unwrap().ino, x);
+        assert_eq!(e.lookup(d, b"x").map(|_| ()), Err(FsError::NotFound));
+        assert_eq!((e.stats().used_bytes, e.stats().nodes), (used, nodes));
+        // A plain rename still fits.
+        e.rename(Ino::ROOT, b"x", d, b"x", RenameMode::Replace).unwrap();
+        invariants(&e);
+    }
+}
+
+#[test]
 fn readdir_cursor_is_stable_under_concurrent_insert_and_remove() {
     let e = engine(Q, StoragePolicy::Auto);
     let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;

@@ -491,3 +491,98 @@ fn stats_list_a_file_at_the_end_of_a_path_longer_than_path_max() {
     assert!(human.contains("299/big"), "{human}");
     m.unmount();
 }
+
+/// An overlayfs mount over a lower directory (a `TempDir` elsewhere) with
+/// its upper and work directories on a scratchfs mount; unmounted on drop,
+/// before the scratchfs mount under it (declare it after that one).
+struct Overlay {
+    dirs: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn mount(lower: &Path, upper: &Path, work: &Path) -> Overlay {
+        let dirs = tempfile::Builder::new().prefix("scratchfs-overlay").tempdir().unwrap();
+        let merged = dirs.path().join("merged");
+        std::fs::create_dir(&merged).unwrap();
+        let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+        let out = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&merged)
+            .output()
+            .unwrap();
+        let dmesg = || {
+            String::from_utf8_lossy(&std::process::Command::new("dmesg").output().unwrap().stdout)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(out.status.success(), "overlay mount: {}\n{}", String::from_utf8_lossy(&out.stderr), dmesg());
+        Overlay { dirs }
+    }
+
+    fn merged(&self) -> std::path::PathBuf {
+        self.dirs.path().join("merged")
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        common::mount::force_unmount(&self.merged());
+    }
+}
+
+/// scratchfs as overlayfs's upper directory, as a container's scratch
+/// layer: overlayfs asks an upper filesystem like ours (a FUSE one, whose
+/// entries the kernel revalidates) for RENAME_WHITEOUT, trusted xattrs
+/// and file types, and refuses to mount without them. Deleting and
+/// replacing lower files and directories through the merged view leaves
+/// whiteouts (character devices 0:0) and opaque directories in the upper
+/// layer, and the merged view shows exactly the changes.
+#[test]
+fn overlayfs_mounts_with_its_upper_layer_on_scratchfs() {
+    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    let lower = tempfile::Builder::new().prefix("scratchfs-lower").tempdir().unwrap();
+    let l = lower.path();
+    std::fs::write(l.join("gone"), b"lower gone").unwrap();
+    std::fs::write(l.join("kept"), b"lower kept").unwrap();
+    std::fs::write(l.join("changed"), b"lower changed").unwrap();
+    std::fs::create_dir_all(l.join("dir/sub")).unwrap();
+    std::fs::write(l.join("dir/sub/f"), b"lower f").unwrap();
+    let used_before = m.stats().quota.used_bytes;
+    m.sh_ok("mkdir upper work");
+    let ovl = Overlay::mount(l, &m.join("upper"), &m.join("work"));
+    let merged = ovl.merged();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh").arg("-ec").arg(script).current_dir(&merged).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    sh(
+        "rm gone && echo upper > changed && echo new > new && rm -r dir && mkdir dir && echo again > dir/f2 && mv new renamed",
+    );
+    assert_eq!(sh("find . -printf '%P %y\\n' | sort"), " d\nchanged f\ndir d\ndir/f2 f\nkept f\nrenamed f\n");
+    assert_eq!(sh("cat kept; echo; cat changed renamed dir/f2"), "lower kept\nupper\nnew\nagain\n");
+    // In the upper layer: whiteouts for what went, an opaque directory for
+    // the one made anew, the changed and new files.
+    let whiteout = |name: &str| {
+        let md = std::fs::symlink_metadata(m.join("upper").join(name)).unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        md.file_type().is_char_device() && md.rdev() == 0
+    };
+    assert!(whiteout("gone"), "a whiteout hides the deleted lower file");
+    assert!(!m.join("upper/dir/sub").exists());
+    let opaque = m.sh_ok("getfattr --only-values -n trusted.overlay.opaque upper/dir");
+    assert_eq!(opaque, "y");
+    assert_eq!(std::fs::read(m.join("upper/changed")).unwrap(), b"upper\n");
+    drop(ovl);
+    // Everything the layer held goes back to the quota when deleted.
+    m.sh_ok("rm -rf upper work");
+    assert!(
+        wait_until(Duration::from_secs(5), || m.stats().quota.used_bytes == used_before),
+        "{} != {used_before}",
+        m.stats().quota.used_bytes
+    );
+    m.unmount();
+}

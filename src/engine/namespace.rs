@@ -426,6 +426,38 @@ impl Engine {
 
     /// Renames `parent/name` to `newparent/newname`.
     pub fn rename(&self, parent: Ino, name: &[u8], newparent: Ino, newname: &[u8], mode: RenameMode) -> Result<()> {
+        self.rename_leaving(parent, name, newparent, newname, mode, None)
+    }
+
+    /// Renames `parent/name` to `newparent/newname` (replacing it unless
+    /// `no_replace`) and leaves a whiteout at the old name in the same
+    /// step: a character device 0:0 with no permission bits, owned by
+    /// `caller`, which the kernel never looks up through us
+    /// (`RENAME_WHITEOUT`, with which overlayfs hides a lower file; the
+    /// kernel has checked the caller's `CAP_MKNOD`). Its node and entry
+    /// are reserved first: if they do not fit, nothing changes.
+    pub fn rename_whiteout(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        no_replace: bool,
+        caller: &Caller,
+    ) -> Result<()> {
+        let mode = if no_replace { RenameMode::NoReplace } else { RenameMode::Replace };
+        self.rename_leaving(parent, name, newparent, newname, mode, Some(caller))
+    }
+
+    fn rename_leaving(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        mode: RenameMode,
+        whiteout: Option<&Caller>,
+    ) -> Result<()> {
         check_name(name)?;
         check_name(newname)?;
         let _rename = self.rename_lock.lock();
@@ -514,11 +546,24 @@ impl Engine {
             // no longer than the old one still works, as on tmpfs.
             let frees = dentry_cost(name);
             let grow = if dst.is_some() { 0 } else { dentry_cost(newname) };
+            let whiteout_room = match whiteout {
+                Some(_) => {
+                    let node = self.quota.reserve_node().map_err(|c| self.refused(c, "rename", parent))?;
+                    Some((node, self.reserve(NODE_COST + frees, "rename", parent)?))
+                }
+                None => None,
+            };
             let bytes = self.reserve(grow.saturating_sub(frees), "rename", newparent)?;
             if let Some(d) = parents.old_parent().dir_mut() {
                 d.remove(name);
             }
             parents.old_parent().charge -= frees;
+            if let (Some(caller), Some((node, room))) = (whiteout, whiteout_room) {
+                self.add_whiteout(parents.old_parent(), parent, name, caller, now);
+                parents.old_parent().charge += frees;
+                room.keep();
+                node.keep();
+            }
             let nd = parents.new_parent();
             match nd.dir_mut() {
                 Some(d) if dst.is_some() => d.repoint(newname, src.0, src.1),
@@ -551,6 +596,28 @@ impl Engine {
             self.maybe_free(d);
         }
         Ok(())
+    }
+
+    /// Makes the whiteout `rename_whiteout` leaves at `dir/name` (whose
+    /// state is `pst`, its node and entry reserved by the caller).
+    fn add_whiteout(&self, pst: &mut NodeState, dir: Ino, name: &[u8], caller: &Caller, now: Timestamp) {
+        let gid = if u32::from(pst.meta.perm) & libc::S_ISGID != 0 { pst.meta.gid } else { caller.gid };
+        let meta = Meta { perm: 0, uid: caller.uid, gid, nlink: 1, rdev: 0, atime: now, mtime: now, ctime: now };
+        let state = NodeState {
+            meta,
+            content: Content::Special,
+            xattrs: Xattrs::default(),
+            charge: NODE_COST,
+            freed: false,
+            orphan: false,
+        };
+        let ino = self.table.alloc_ino();
+        // No lookup reference: the kernel learns of it only by looking it up.
+        self.table.insert(Arc::new(Node::new(ino, FileKind::CharDevice, dir, state)));
+        if let Some(d) = pst.dir_mut() {
+            d.insert(name, ino, FileKind::CharDevice);
+        }
+        bump(&self.counters.specials);
     }
 
     /// Lists `ino` from after `offset` (0 = from the start), calling `emit`

@@ -639,14 +639,12 @@ impl Filesystem for FuseFs {
     ) {
         self.count(req, Op::Rename, 0);
         self.run("rename", || {
-            let mode = if flags.is_empty() {
-                RenameMode::Replace
-            } else if flags == RenameFlags::RENAME_NOREPLACE {
-                RenameMode::NoReplace
-            } else if flags == RenameFlags::RENAME_EXCHANGE {
-                RenameMode::Exchange
-            } else {
-                return reply.error(Errno::EINVAL);
+            let whiteout = flags.contains(RenameFlags::RENAME_WHITEOUT);
+            let mode = match flags - RenameFlags::RENAME_WHITEOUT {
+                f if f.is_empty() => RenameMode::Replace,
+                RenameFlags::RENAME_NOREPLACE => RenameMode::NoReplace,
+                RenameFlags::RENAME_EXCHANGE if !whiteout => RenameMode::Exchange,
+                _ => return reply.error(Errno::EINVAL),
             };
             let (parent, newparent) = (ino(parent), ino(newparent));
             let exchange = mode == RenameMode::Exchange;
@@ -654,10 +652,17 @@ impl Filesystem for FuseFs {
                 return fail!(reply, "rename", e);
             }
             let newname = bytes(newname).to_vec();
+            // A whiteout is owned by the caller, as a node it makes.
+            let owner = whiteout.then(|| caller(req));
             self.allocating(
                 "rename",
                 bytes(name),
-                move |e, name| e.rename(parent, name, newparent, &newname, mode),
+                move |e, name| match &owner {
+                    Some(caller) => {
+                        e.rename_whiteout(parent, name, newparent, &newname, mode == RenameMode::NoReplace, caller)
+                    }
+                    None => e.rename(parent, name, newparent, &newname, mode),
+                },
                 move |r| Self::reply_empty(reply, "rename", r),
             );
         });
