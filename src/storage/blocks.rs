@@ -120,7 +120,9 @@ impl Block {
         let a = (from - u64::from(self.start)) as usize;
         let b = (to - u64::from(self.start)) as usize;
         let mut v = Vec::from(std::mem::take(&mut self.buf));
-        v.copy_within(a..b, 0);
+        if a > 0 {
+            v.copy_within(a..b, 0);
+        }
         v.truncate(b - a);
         shrink_buffer(&mut v, b - a);
         self.buf = v.into_boxed_slice();
@@ -149,6 +151,10 @@ pub(crate) struct BlockMap {
     charge: u64,
     /// Σ block lengths.
     stored: u64,
+    /// The blocks that may have room to spare lie in this range (only a
+    /// write that grows a block leaves room), so that `compact`, which
+    /// every close of a writer calls, need not visit every block.
+    spare: Option<(u64, u64)>,
 }
 
 /// The per-block pieces of `[off, end)`: `(block index, offset in block, end in block)`.
@@ -176,19 +182,43 @@ fn root_charge(holds_blocks: bool) -> u64 {
     if holds_blocks { BLOCK_MAP_COST } else { 0 }
 }
 
-/// Quota a write of `len` bytes at `off` needs on a map whose blocks'
-/// windows `window_of` reports (`None` = no block); `empty` if the map
-/// holds no block yet.
-pub(crate) fn write_cost_with(window_of: impl Fn(u64) -> Option<Window>, empty: bool, off: u64, len: u64) -> u64 {
-    let blocks: u64 = pieces(off, off + len)
-        .map(|(idx, a, b)| {
-            let now = window_of(idx);
-            let was = now.map_or(0, |w| block_charge(w.cap));
-            block_charge(Window::covering(now, a, b).cap) - was
-        })
-        .sum();
+/// Quota a write of `len` bytes at `off` needs on a map whose blocks in
+/// that range are `present` (in order, with their windows); `empty` if
+/// the map holds no block yet. The work is the blocks present, not the
+/// range: blocks missing from it are priced by counting (a fallocate may
+/// ask for the whole quota's worth of them).
+pub(crate) fn write_cost_with(present: impl Iterator<Item = (u64, Window)>, empty: bool, off: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let end = off + len;
+    let (first, last) = (off / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
+    // The piece of `[off, end)` in block `idx`.
+    let piece = |idx: u64| {
+        let base = idx * BLOCK_SIZE;
+        (off.max(base) - base, end.min(base + BLOCK_SIZE) - base)
+    };
+    let (mut cost, mut seen, mut first_seen, mut last_seen) = (0u64, 0u64, false, false);
+    for (idx, w) in present {
+        let (a, b) = piece(idx);
+        cost += block_charge(Window::covering(Some(w), a, b).cap) - block_charge(w.cap);
+        seen += 1;
+        first_seen |= idx == first;
+        last_seen |= idx == last;
+    }
+    let new_block = |idx: u64| {
+        let (a, b) = piece(idx);
+        block_charge(Window::covering(None, a, b).cap)
+    };
+    let mut missing = (last - first + 1) - seen;
+    for (idx, was_seen) in [(first, first_seen), (last, last_seen || last == first)] {
+        if !was_seen {
+            cost = cost.saturating_add(new_block(idx));
+            missing -= 1;
+        }
+    }
     // The first block brings the root.
-    blocks + root_charge(empty && len > 0)
+    cost.saturating_add(missing.saturating_mul(block_charge(BLOCK_SIZE))) + root_charge(empty)
 }
 
 impl BlockMap {
@@ -268,7 +298,11 @@ impl BlockMap {
     }
 
     pub(crate) fn write_cost(&self, off: u64, len: u64) -> u64 {
-        write_cost_with(|idx| self.blocks.get(&idx).map(Block::window), self.blocks.is_empty(), off, len)
+        if len == 0 {
+            return 0;
+        }
+        let present = self.blocks.range(off / BLOCK_SIZE..=(off + len - 1) / BLOCK_SIZE).map(|(&i, b)| (i, b.window()));
+        write_cost_with(present, self.blocks.is_empty(), off, len)
     }
 
     pub(crate) fn write(&mut self, off: u64, data: &[u8]) {
@@ -294,6 +328,9 @@ impl BlockMap {
         block.reshape(want);
         self.charge += block_charge(want.cap) - block_charge(now.cap);
         self.stored += want.len - now.len;
+        if want.cap > want.len {
+            self.spare = Some(self.spare.map_or((idx, idx), |(lo, hi)| (lo.min(idx), hi.max(idx))));
+        }
         block
     }
 
@@ -410,9 +447,10 @@ impl BlockMap {
 
     /// Gives back spare block capacity.
     pub(crate) fn compact(&mut self) {
+        let Some((lo, hi)) = self.spare.take() else { return };
         let spare: Vec<(u64, u64, u64)> = self
             .blocks
-            .iter()
+            .range(lo..=hi)
             .filter(|(_, b)| b.buf.len() > b.len as usize)
             .map(|(&idx, b)| (idx, b.span().0, b.span().1))
             .collect();
@@ -447,6 +485,9 @@ impl BlockMap {
             }
             if block.buf[w.len as usize..].iter().any(|&b| b != 0) {
                 return Err(format!("block {idx} has bytes past its data ({w:?})"));
+            }
+            if w.cap > w.len && !self.spare.is_some_and(|(lo, hi)| (lo..=hi).contains(idx)) {
+                return Err(format!("block {idx} has room to spare ({w:?}) outside {:?}", self.spare));
             }
             charge += block_charge(w.cap);
             stored += w.len;

@@ -269,8 +269,10 @@ impl FileData {
         match &self.repr {
             Repr::Sequential(_) if plan.promote => {
                 let (layout, charge) = BlockMap::layout_for(self.extents().into_iter());
-                let cap_of = |idx: u64| layout.binary_search_by_key(&idx, |&(i, _)| i).ok().map(|at| layout[at].1);
-                charge + blocks::write_cost_with(cap_of, layout.is_empty(), off, len)
+                let (first, last) = (off / BLOCK_SIZE, (off + len - 1) / BLOCK_SIZE);
+                let from = layout.partition_point(|&(i, _)| i < first);
+                let present = layout[from..].iter().take_while(|&&(i, _)| i <= last).copied();
+                charge + blocks::write_cost_with(present, layout.is_empty(), off, len)
             }
             Repr::Sequential(c) => c.write_cost(off, len, plan.whole_cells),
             Repr::RandomAccess(b) => b.write_cost(off, len),

@@ -26,6 +26,24 @@ fn check(f: &FileData, model: &[u8]) {
     assert_eq!(&all[..], model, "full read");
 }
 
+/// Zeroes `[off, off + len)` of `model` where it has bytes.
+fn zero_in(model: &mut [u8], off: u64, len: u64) {
+    let e = ((off + len) as usize).min(model.len());
+    if (off as usize) < e {
+        model[off as usize..e].fill(0);
+    }
+}
+
+/// `zero_range` on the file within its cost, and the same on the model.
+fn zero_range_on_both(f: &mut FileData, model: &mut Vec<u8>, off: u64, len: u64, keep: bool) {
+    let cost = f.allocate_cost(off, len);
+    within_cost(f, cost, |f| f.zero_range(off, len, keep));
+    zero_in(model, off, len);
+    if !keep && model.len() < (off + len) as usize {
+        model.resize((off + len) as usize, 0);
+    }
+}
+
 /// Applies a mutation, asserting the charge never grows beyond its cost.
 fn within_cost(f: &mut FileData, cost: u64, op: impl FnOnce(&mut FileData)) {
     let before = f.charge();
@@ -82,10 +100,7 @@ fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
                 let promote = promote_sometimes && rng.below(2) == 0;
                 let cost = f.punch_cost(off, len, promote);
                 within_cost(&mut f, cost, |f| f.punch(off, len, promote));
-                let e = ((off + len) as usize).min(model.len());
-                if (off as usize) < e {
-                    model[off as usize..e].fill(0);
-                }
+                zero_in(&mut model, off, len);
             }
             7 => {
                 let keep = rng.below(2) == 0;
@@ -97,15 +112,7 @@ fn random_ops(shape: Shape, seed: u64, span: u64, promote_sometimes: bool) {
             }
             8 => {
                 let keep = rng.below(2) == 0;
-                let cost = f.allocate_cost(off, len);
-                within_cost(&mut f, cost, |f| f.zero_range(off, len, keep));
-                let e = ((off + len) as usize).min(model.len());
-                if (off as usize) < e {
-                    model[off as usize..e].fill(0);
-                }
-                if !keep && model.len() < (off + len) as usize {
-                    model.resize((off + len) as usize, 0);
-                }
+                zero_range_on_both(&mut f, &mut model, off, len, keep);
             }
             _ => {
                 within_cost(&mut f, 0, FileData::compact);
@@ -575,4 +582,289 @@ fn punching_the_front_of_a_random_access_block_gives_its_pages_back() {
     model[2 * PAGE as usize + 100..2 * PAGE as usize + 200].fill(0);
     assert_eq!(f.charge(), before);
     check(&f, &model);
+}
+
+// ---------------------------------------------------------------- block windows, randomized
+
+/// Strong seek contract over the model: SEEK_DATA never skips data, SEEK_HOLE
+/// never lands on data and the hole it reports reads as zeros up to the next data.
+fn check_seek(f: &FileData, model: &[u8], off: u64, what: &str) {
+    let size = model.len() as u64;
+    match f.seek(off, Seek::Data) {
+        Some(d) => {
+            assert!(d >= off && d < size, "{what}: SEEK_DATA {off} -> {d} (size {size})");
+            assert!(
+                model[off as usize..d as usize].iter().all(|&b| b == 0),
+                "{what}: SEEK_DATA {off} -> {d} skipped data"
+            );
+        }
+        None => {
+            assert!(off >= size || model[off as usize..].iter().all(|&b| b == 0), "{what}: ENXIO from {off} over data")
+        }
+    }
+    match f.seek(off, Seek::Hole) {
+        Some(h) => {
+            assert!(h >= off && h <= size, "{what}: SEEK_HOLE {off} -> {h}");
+            if h < size {
+                let next = f.seek(h, Seek::Data).unwrap_or(size);
+                assert!(next > h, "{what}: SEEK_HOLE {h} is data");
+                assert!(model[h as usize..next as usize].iter().all(|&b| b == 0), "{what}: hole [{h},{next}) has data");
+            }
+        }
+        None => assert!(off >= size, "{what}: SEEK_HOLE ENXIO at {off} < {size}"),
+    }
+}
+
+fn window_ops(shape: Shape, seed: u64, nblocks: u64, steps: usize, promote_sometimes: bool) {
+    let mut rng = Rng(seed.max(1));
+    let span = nblocks * BLOCK_SIZE;
+    let mut f = FileData::new(shape);
+    let mut model: Vec<u8> = Vec::new();
+    let mut held: Option<(Bytes, Vec<u8>)> = None;
+    let mut down = span; // descending cursor
+    let mut up = rng.below(span); // ascending cursor
+    for step in 0..steps {
+        let what = format!("seed {seed} step {step}");
+        let byte = (step as u8).wrapping_mul(31) | 1;
+        let op = rng.below(20);
+        match op {
+            0..=9 => {
+                let (off, len) = match rng.below(8) {
+                    0 => {
+                        // Descending, byte-ish granularity.
+                        let l = 1 + rng.below(40);
+                        down = down.saturating_sub(l);
+                        if down == 0 {
+                            down = span;
+                        }
+                        (down, l)
+                    }
+                    1 => {
+                        let l = 1 + rng.below(40);
+                        up += l;
+                        if up >= span {
+                            up = rng.below(span);
+                        }
+                        (up, l)
+                    }
+                    2 => (model.len() as u64, 1 + rng.below(3000)),
+                    3 => (rng.below(span), 1 + rng.below(2 * BLOCK_SIZE)),
+                    4 => {
+                        // Page-aligned pages.
+                        (rng.below(span / PAGE) * PAGE, PAGE * (1 + rng.below(3)))
+                    }
+                    _ => {
+                        let m = if rng.below(2) == 0 { 16 } else { 5000 };
+                        (rng.below(span), 1 + rng.below(m))
+                    }
+                };
+                let mut data = vec![byte; len as usize];
+                data[0] = 0xAA;
+                let plan = Plan { promote: promote_sometimes && rng.below(4) == 0, whole_cells: rng.below(2) == 0 };
+                let was_seq = f.shape() == Shape::Sequential;
+                let before = f.charge();
+                let cost = f.write_cost(off, len, plan);
+                within_cost(&mut f, cost, |f| f.write(off, &data, plan));
+                if !was_seq || plan.promote {
+                    // Random-access writes and promotions are charged exactly what they cost.
+                    let exact = if was_seq { f.charge() } else { f.charge() - before };
+                    assert_eq!(exact, cost, "{what}: write {off}+{len} promote {} cost {cost}", plan.promote);
+                }
+                let end = (off + len) as usize;
+                if model.len() < end {
+                    model.resize(end, 0);
+                }
+                model[off as usize..end].copy_from_slice(&data);
+            }
+            10 | 11 => {
+                // Punch front/middle/tail of some extent, or random.
+                let ext = f.extents();
+                let (off, len) = if !ext.is_empty() && rng.below(4) != 0 {
+                    let (s, e) = ext[rng.below(ext.len() as u64) as usize];
+                    let n = e - s;
+                    match rng.below(4) {
+                        0 => (s.saturating_sub(rng.below(100)), rng.below(n + 100) + 1),
+                        1 => (s + rng.below(n), rng.below(n) + 1),
+                        2 => {
+                            let a = s + rng.below(n);
+                            (a, e - a + rng.below(10))
+                        }
+                        _ => (s - s % PAGE, PAGE * (1 + rng.below(3)) + rng.below(3)),
+                    }
+                } else {
+                    (rng.below(span), 1 + rng.below(2 * BLOCK_SIZE))
+                };
+                let promote = promote_sometimes && rng.below(2) == 0;
+                let cost = f.punch_cost(off, len, promote);
+                within_cost(&mut f, cost, |f| f.punch(off, len, promote));
+                zero_in(&mut model, off, len);
+            }
+            12 => {
+                // Truncate inside a window (or anywhere).
+                let ext = f.extents();
+                let size = if !ext.is_empty() && rng.below(3) != 0 {
+                    let (s, e) = ext[rng.below(ext.len() as u64) as usize];
+                    s + rng.below(e - s + 1)
+                } else {
+                    rng.below(span)
+                };
+                within_cost(&mut f, 0, |f| f.truncate(size));
+                model.resize(size as usize, 0);
+            }
+            13 => {
+                let (off, len) = (rng.below(span), 1 + rng.below(BLOCK_SIZE));
+                let keep = rng.below(2) == 0;
+                let before = f.charge();
+                let cost = f.allocate_cost(off, len);
+                within_cost(&mut f, cost, |f| f.allocate(off, len, keep));
+                if f.shape() == Shape::RandomAccess {
+                    assert_eq!(f.charge() - before, cost, "{what}: allocate exact");
+                }
+                if !keep && model.len() < (off + len) as usize {
+                    model.resize((off + len) as usize, 0);
+                }
+            }
+            14 => {
+                let (off, len) = (rng.below(span), 1 + rng.below(BLOCK_SIZE));
+                let keep = rng.below(2) == 0;
+                zero_range_on_both(&mut f, &mut model, off, len, keep);
+            }
+            15 => {
+                let (off, len) = (rng.below(span), 1 + rng.below(BLOCK_SIZE));
+                within_cost(&mut f, 0, |f| f.zero_stored(off, len));
+                zero_in(&mut model, off, len);
+            }
+            16 if promote_sometimes => {
+                if let Some(cost) = f.promote_cost() {
+                    within_cost(&mut f, cost, FileData::promote);
+                    assert_eq!(f.charge(), cost, "{what}: promote exact");
+                }
+            }
+            _ => within_cost(&mut f, 0, FileData::compact),
+        }
+        f.check_invariants().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(f.len(), model.len() as u64, "{what}");
+        let all = f.read(0, model.len() as u64 + 10);
+        assert_eq!(&all[..], &model[..], "{what}: full read");
+        if f.shape() == Shape::RandomAccess {
+            // stored counts each window's bytes; every nonzero byte lies in one.
+            let mut covered = vec![false; model.len()];
+            let mut total = 0;
+            for (s, e) in f.extents() {
+                total += e - s;
+                for i in s..e.min(model.len() as u64) {
+                    covered[i as usize] = true;
+                }
+            }
+            assert_eq!(total, f.stored(), "{what}: stored");
+            assert!(model.iter().zip(&covered).all(|(&b, &c)| b == 0 || c), "{what}: data outside windows");
+        }
+        if let Some((reply, bytes)) = held.take() {
+            assert_eq!(&reply[..], &bytes[..], "{what}: a held reply changed");
+        }
+        let off = rng.below(span + 10);
+        let len = rng.below(2 * BLOCK_SIZE);
+        let got = f.read(off, len);
+        let s = (off as usize).min(model.len());
+        let e = ((off + len) as usize).min(model.len());
+        assert_eq!(&got[..], &model[s..e], "{what}: read {off}+{len}");
+        if rng.below(3) == 0 {
+            let copy = got.to_vec();
+            held = Some((got, copy));
+        }
+        for _ in 0..4 {
+            check_seek(&f, &model, rng.below(span + 10), &what);
+        }
+        for (s, e) in f.extents() {
+            for o in [s.saturating_sub(1), s, s + 1, e.saturating_sub(1), e, e + 1] {
+                check_seek(&f, &model, o, &what);
+            }
+        }
+    }
+}
+
+/// Seeds `1..=n` after `STORAGE_SEED_BASE` (default 0), `n` from
+/// `STORAGE_SEEDS` (default `default`): more seeds by hand, the same ones
+/// in CI.
+fn seeds(default: u64) -> std::ops::RangeInclusive<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let base = var("STORAGE_SEED_BASE").unwrap_or(0);
+    base + 1..=base + var("STORAGE_SEEDS").unwrap_or(default)
+}
+
+#[test]
+fn block_windows_random_ops_match_model_and_cost() {
+    for seed in seeds(40) {
+        for nblocks in [1, 2, 5] {
+            window_ops(Shape::RandomAccess, seed * 2_654_435_761 + nblocks, nblocks, 300, false);
+        }
+    }
+}
+
+#[test]
+fn block_windows_after_promotion_match_model_and_cost() {
+    for seed in seeds(40) {
+        for nblocks in [1, 3, 8] {
+            window_ops(Shape::Sequential, seed * 40_503 + nblocks, nblocks, 300, true);
+        }
+    }
+}
+
+/// A sequential file with extents placed at random (mid-block starts,
+/// several per block, gaps inside a block), then promoted: cost exact,
+/// content and holes kept, and a following write charged what it said.
+#[test]
+fn promoting_scattered_extents_costs_what_it_charges() {
+    for seed in seeds(300) {
+        let mut rng = Rng(seed * 7_777_777 + 3);
+        let mut f = FileData::new(Shape::Sequential);
+        let mut model = Vec::new();
+        let span = (1 + rng.below(4)) * BLOCK_SIZE;
+        for i in 0..1 + rng.below(12) {
+            let off = rng.below(span);
+            let m = if rng.below(2) == 0 { 50 } else { 6000 };
+            let len = 1 + rng.below(m);
+            let data = vec![(i as u8) | 0x41; len as usize];
+            f.write(off, &data, Plan::PLAIN);
+            let end = (off + len) as usize;
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[off as usize..end].copy_from_slice(&data);
+            if rng.below(3) == 0 {
+                let (o, l) = (rng.below(span), 1 + rng.below(3000));
+                let cost = f.punch_cost(o, l, false);
+                within_cost(&mut f, cost, |f| f.punch(o, l, false));
+                let e = ((o + l) as usize).min(model.len());
+                if (o as usize) < e {
+                    model[o as usize..e].fill(0);
+                }
+            }
+        }
+        if rng.below(2) == 0 {
+            f.compact();
+        }
+        check(&f, &model);
+        let (off, len) = (rng.below(span + 100), 1 + rng.below(5000));
+        let plan = Plan { promote: true, whole_cells: false };
+        let cost = f.write_cost(off, len, plan);
+        let pcost = f.promote_cost().unwrap();
+        let mut g = FileData::new(Shape::Sequential);
+        // Same file, promoted alone.
+        g.write(0, &model, Plan::PLAIN);
+        let _ = g;
+        f.write(off, &vec![0xEE; len as usize], plan);
+        assert_eq!(f.charge(), cost, "seed {seed}: promote+write charged what it said (promote alone {pcost})");
+        let end = (off + len) as usize;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].fill(0xEE);
+        check(&f, &model);
+        for o in 0..model.len() as u64 + 2 {
+            if o % 97 == 0 || o % PAGE < 2 || o % PAGE > PAGE - 2 {
+                check_seek(&f, &model, o, &format!("seed {seed}"));
+            }
+        }
+    }
 }
