@@ -2,7 +2,7 @@
 //!
 //! - [`Shape::Sequential`]: exact-size extents plus an append buffer
 //!   (`chunks.rs`). Cheap appends, zero-copy reads of whole extents.
-//! - [`Shape::RandomAccess`]: a sparse map of 16 KiB blocks (`blocks.rs`).
+//! - [`Shape::RandomAccess`]: a sparse map of 64 KiB blocks (`blocks.rs`).
 //!   In-place writes at any offset, block-granular holes.
 //!
 //! Both shapes support every operation; the shape only changes what each
