@@ -432,10 +432,11 @@ impl Engine {
     /// Renames `parent/name` to `newparent/newname` (replacing it unless
     /// `no_replace`) and leaves a whiteout at the old name in the same
     /// step: a character device 0:0 with no permission bits, owned by
-    /// `caller`, which the kernel never looks up through us
-    /// (`RENAME_WHITEOUT`, with which overlayfs hides a lower file; the
-    /// kernel has checked the caller's `CAP_MKNOD`). Its node and entry
-    /// are reserved first: if they do not fit, nothing changes.
+    /// `caller` (`RENAME_WHITEOUT`, with which overlayfs hides a lower
+    /// file; the kernel has checked the caller's `CAP_MKNOD`). The kernel
+    /// learns of the whiteout only when it looks the name up, so it starts
+    /// without a lookup reference. Its node and entry are reserved first:
+    /// if they do not fit, nothing changes.
     pub fn rename_whiteout(
         &self,
         parent: Ino,

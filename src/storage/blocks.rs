@@ -7,8 +7,8 @@
 //! a block is mutated in place. Memory follows the data, as tmpfs's pages
 //! do: a small file's block grows geometrically up to `BLOCK_SIZE` as data
 //! reaches further into it, and a write into the middle of an empty span
-//! holds its own pages, not the span before it, so a sparse file written
-//! at random holds about what was written.
+//! holds its own pages, not the span before it (pages written far apart in
+//! one span still share a window: see [`BLOCK_SIZE`]).
 //!
 //! As in `chunks.rs`, each mutation has a `*_cost` twin computed from the
 //! unchanged state, so quota is reserved before anything is allocated.
