@@ -34,6 +34,8 @@ enum Op {
     Link(PathIdx, PathIdx, usize),
     Unlink(PathIdx),
     Rmdir(PathIdx),
+    /// Modes 0-2: replace, no-replace, exchange; 3-4: replace and
+    /// no-replace leaving a whiteout.
     Rename(PathIdx, PathIdx, usize, u8),
     Write(PathIdx, u32, u32, u8),
     Truncate(PathIdx, u32),
@@ -78,7 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (path(), dir_path(), name.clone()).prop_map(|(s, d, n)| Op::Link(s, d, n)),
         2 => path().prop_map(Op::Unlink),
         1 => path().prop_map(Op::Rmdir),
-        2 => (path(), dir_path(), name.clone(), 0..3u8).prop_map(|(s, d, n, m)| Op::Rename(s, d, n, m)),
+        3 => (path(), dir_path(), name.clone(), 0..5u8).prop_map(|(s, d, n, m)| Op::Rename(s, d, n, m)),
         10 => (path(), offset(), length(), any::<u8>()).prop_map(|(p, o, l, b)| Op::Write(p, o, l, b)),
         2 => (path(), offset()).prop_map(|(p, s)| Op::Truncate(p, s)),
         1 => (path(), offset(), length()).prop_map(|(p, o, l)| Op::Punch(p, o, l)),
@@ -95,6 +97,8 @@ enum Body {
     File(Vec<u8>),
     Dir(BTreeMap<Vec<u8>, usize>),
     Link(Vec<u8>),
+    /// What `RENAME_WHITEOUT` leaves: a character device 0:0, mode 0.
+    Whiteout,
 }
 
 #[derive(Clone, Debug)]
@@ -193,7 +197,7 @@ impl Model {
         match &mut self.nodes.get_mut(&id).unwrap().body {
             Body::File(data) => Ok(data),
             Body::Dir(_) => Err(FsError::IsDir),
-            Body::Link(_) => Err(FsError::InvalidArgument),
+            Body::Link(_) | Body::Whiteout => Err(FsError::InvalidArgument),
         }
     }
 
@@ -361,18 +365,34 @@ impl Harness {
             }
             Op::Rename(s, d, n, mode) => {
                 let Some((sp, sname)) = split(s) else { return Ok(()) };
-                let mode = [RenameMode::Replace, RenameMode::NoReplace, RenameMode::Exchange][*mode as usize];
+                let (mode, whiteout) = match *mode {
+                    0 => (RenameMode::Replace, false),
+                    1 => (RenameMode::NoReplace, false),
+                    2 => (RenameMode::Exchange, false),
+                    3 => (RenameMode::Replace, true),
+                    _ => (RenameMode::NoReplace, true),
+                };
                 (
                     self.ino(sp).and_then(|a| {
                         let b = self.ino(d)?;
-                        self.e().rename(a, sname, b, NAMES[*n], mode)
+                        if whiteout {
+                            self.e().rename_whiteout(a, sname, b, NAMES[*n], mode == RenameMode::NoReplace, &ROOT)
+                        } else {
+                            self.e().rename(a, sname, b, NAMES[*n], mode)
+                        }
                     }),
                     m.resolve(sp).and_then(|a| {
                         let b = m.resolve(d)?;
                         if !m.is_dir(a) || !m.is_dir(b) {
                             return Err(FsError::NotDir);
                         }
-                        m.rename(a, sname, b, NAMES[*n], mode)
+                        // Two names of one file: nothing happens, no whiteout either.
+                        let same = m.entries(a).get(sname).is_some_and(|s| m.entries(b).get(NAMES[*n]) == Some(s));
+                        m.rename(a, sname, b, NAMES[*n], mode)?;
+                        if whiteout && !same {
+                            m.add(a, sname, Body::Whiteout)?;
+                        }
+                        Ok(())
                     }),
                 )
             }
@@ -530,6 +550,11 @@ impl Harness {
                 (Body::Link(t), FileKind::Symlink) => {
                     if self.e().readlink(*cino).as_ref() != Ok(t) {
                         return Err(format!("{name:?}: link target differs"));
+                    }
+                }
+                (Body::Whiteout, FileKind::CharDevice) => {
+                    if (attr.perm, attr.rdev) != (0, 0) {
+                        return Err(format!("{name:?}: whiteout mode {:o} rdev {}", attr.perm, attr.rdev));
                     }
                 }
                 (Body::File(data), FileKind::RegularFile) => {
