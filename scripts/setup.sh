@@ -7,6 +7,7 @@
 # Idempotent and quick when everything is already present. Installs:
 #   * Debian packages: fuse3 fio sqlite3 git attr acl psmisc util-linux python3
 #     make gcc binutils (the compile-and-link test; gold comes with binutils)
+#     e2fsprogs (lsattr and chattr)
 #   * cargo tools (crates.io, --locked): pjdfstest 0.2.2, fsx 0.3.2
 #   * the dummy user/group pjdfstest switches to: "tests" (group "tests");
 #     "nobody" (group "nogroup") comes with Debian.
@@ -25,6 +26,7 @@ declare -A PKGS=(
   [git]=/usr/bin/git [attr]=/usr/bin/setfattr [psmisc]=/usr/bin/fuser
   [util-linux]=/usr/bin/mount [python3]=/usr/bin/python3
   [make]=/usr/bin/make [gcc]=/usr/bin/gcc [binutils]=/usr/bin/ld.gold [acl]=/usr/bin/setfacl
+  [e2fsprogs]=/usr/bin/lsattr
 )
 [ "$mount_only" -eq 1 ] && PKGS=([fuse3]=/usr/bin/fusermount3)
 missing=()

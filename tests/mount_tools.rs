@@ -586,3 +586,19 @@ fn overlayfs_mounts_with_its_upper_layer_on_scratchfs() {
     );
     m.unmount();
 }
+
+/// `lsattr` and `chattr` (e2fsprogs): no inode flags are kept, so every
+/// file and directory shows none, as on tmpfs for those never given one;
+/// clearing a flag succeeds and setting one is refused, changing nothing.
+#[test]
+fn lsattr_shows_no_inode_flags_and_chattr_sets_none() {
+    let Some(m) = Mount::new(&["--size", "16M"]) else { return };
+    m.sh_ok("echo x > f && mkdir d");
+    assert_eq!(m.sh_ok("lsattr f && lsattr -d d"), "---------------------- f\n---------------------- d\n");
+    m.sh_ok("chattr -i f && chattr -a -d d");
+    let refused = m.sh("chattr +i f");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Operation not supported"), "{refused:?}");
+    assert_eq!(m.sh_ok("lsattr f && echo y >> f && cat f"), "---------------------- f\nx\ny\n");
+    m.unmount();
+}

@@ -111,6 +111,32 @@ pub(crate) fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
+/// `FS_IOC_FSGETXATTR` and `FS_IOC_FSSETXATTR`: `_IOR('X', 31, struct
+/// fsxattr)` and `_IOW('X', 32, struct fsxattr)`, a 28-byte struct.
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+/// The answer to an inode-flag ioctl (chattr and lsattr: the kernel sends
+/// `FS_IOC_GETFLAGS`/`SETFLAGS` or their `fsxattr` forms here), or `None`
+/// for any other. No inode flags are kept, so none are reported, as tmpfs
+/// reports for a file never given one, and only a request that sets none
+/// (what `chattr -i` asks of such a file) succeeds; one that sets any is
+/// refused with EOPNOTSUPP.
+pub(crate) fn inode_flags_ioctl(cmd: u32, input: &[u8]) -> Option<Result<&'static [u8], fuser::Errno>> {
+    const NONE: [u8; 28] = [0; 28];
+    let zero = |r: std::ops::Range<usize>| input.get(r).is_some_and(|b| b.iter().all(|&x| x == 0));
+    let sets_none = |none: bool| if none { Ok(&[][..]) } else { Err(fuser::Errno::EOPNOTSUPP) };
+    // The flags travel as a 32-bit int, whatever the command's encoding says.
+    match cmd {
+        c if c == libc::FS_IOC_GETFLAGS as u32 || c == libc::FS_IOC32_GETFLAGS as u32 => Some(Ok(&NONE[..4])),
+        c if c == libc::FS_IOC_SETFLAGS as u32 || c == libc::FS_IOC32_SETFLAGS as u32 => Some(sets_none(zero(0..4))),
+        FS_IOC_FSGETXATTR => Some(Ok(&NONE)),
+        // xflags, extsize, projid and cowextsize; nextents is read-only.
+        FS_IOC_FSSETXATTR => Some(sets_none(zero(0..8) && zero(12..20))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +156,24 @@ mod tests {
             let got = kernel_time(fuser_decode(secs, nanos));
             assert_eq!(got, Timestamp { secs, nanos }, "({secs}, {nanos})");
         }
+    }
+
+    #[test]
+    fn inode_flag_requests_report_none_and_set_none() {
+        let get = inode_flags_ioctl(libc::FS_IOC_GETFLAGS as u32, &[]);
+        assert_eq!(get, Some(Ok(&[0u8; 4][..])));
+        assert_eq!(inode_flags_ioctl(libc::FS_IOC_SETFLAGS as u32, &[0; 4]), Some(Ok(&[][..])));
+        // FS_IMMUTABLE_FL
+        let immutable = 0x10u32.to_ne_bytes();
+        let refused = Some(Err(fuser::Errno::EOPNOTSUPP));
+        assert_eq!(inode_flags_ioctl(libc::FS_IOC_SETFLAGS as u32, &immutable), refused);
+        assert_eq!(inode_flags_ioctl(libc::FS_IOC_SETFLAGS as u32, &[]), refused, "a short request sets nothing");
+        assert_eq!(inode_flags_ioctl(FS_IOC_FSGETXATTR, &[]), Some(Ok(&[0u8; 28][..])));
+        let mut fsx = [0u8; 28];
+        fsx[8] = 7; // nextents: read-only, ignored
+        assert_eq!(inode_flags_ioctl(FS_IOC_FSSETXATTR, &fsx), Some(Ok(&[][..])));
+        fsx[12] = 1; // a project id
+        assert_eq!(inode_flags_ioctl(FS_IOC_FSSETXATTR, &fsx), refused);
+        assert_eq!(inode_flags_ioctl(libc::TCGETS as u32, &[]), None, "isatty: not ours");
     }
 }

@@ -1002,19 +1002,22 @@ impl Filesystem for FuseFs {
         _i: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
+        cmd: u32,
+        in_data: &[u8],
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        // No file here is a device: ENOTTY, as on tmpfs. (tmpfs does take
-        // the inode-flag ioctls of chattr and lsattr, which the kernel sends
-        // here too; with no flags kept, they fail, as on most filesystems.)
-        // The kernel forwards every ioctl (it does not remember the answer),
-        // and common ones are frequent: Python's open() asks isatty (TCGETS)
-        // on each file. fuser's default would log a warning for each.
+        // The inode-flag requests of chattr and lsattr are answered (no
+        // flags); any other is ENOTTY: no file here is a device, as on
+        // tmpfs. The kernel forwards every ioctl (it does not remember the
+        // answer), and common ones are frequent: Python's open() asks isatty
+        // (TCGETS) on each file. fuser's default would log a warning for each.
         self.count(req, Op::Ioctl, 0);
-        reply.error(Errno::ENOTTY);
+        match convert::inode_flags_ioctl(cmd, in_data) {
+            Some(Ok(out)) => reply.ioctl(0, out),
+            Some(Err(e)) => reply.error(e),
+            None => reply.error(Errno::ENOTTY),
+        }
     }
 
     fn poll(
