@@ -128,8 +128,8 @@ pub(crate) fn inode_flags_ioctl(cmd: u32, input: &[u8]) -> Option<Result<&'stati
     let sets_none = |none: bool| if none { Ok(&[][..]) } else { Err(fuser::Errno::EOPNOTSUPP) };
     // The flags travel as a 32-bit int, whatever the command's encoding says.
     match cmd {
-        c if c == libc::FS_IOC_GETFLAGS as u32 || c == libc::FS_IOC32_GETFLAGS as u32 => Some(Ok(&NONE[..4])),
-        c if c == libc::FS_IOC_SETFLAGS as u32 || c == libc::FS_IOC32_SETFLAGS as u32 => Some(sets_none(zero(0..4))),
+        c if c == libc::FS_IOC_GETFLAGS as u32 => Some(Ok(&NONE[..4])),
+        c if c == libc::FS_IOC_SETFLAGS as u32 => Some(sets_none(zero(0..4))),
         FS_IOC_FSGETXATTR => Some(Ok(&NONE)),
         // xflags, extsize, projid and cowextsize; nextents is read-only.
         FS_IOC_FSSETXATTR => Some(sets_none(zero(0..8) && zero(12..20))),

@@ -161,18 +161,19 @@ pub(crate) struct BlockMap {
     spare: Option<(u64, u64)>,
 }
 
+/// The piece of `[off, end)` that falls in block `idx` (which it meets),
+/// as offsets in the block.
+fn piece_of(idx: u64, off: u64, end: u64) -> (u64, u64) {
+    let base = idx * BLOCK_SIZE;
+    (off.max(base) - base, end.min(base + BLOCK_SIZE) - base)
+}
+
 /// The per-block pieces of `[off, end)`: `(block index, offset in block, end in block)`.
 fn pieces(off: u64, end: u64) -> impl Iterator<Item = (u64, u64, u64)> {
-    let mut pos = off;
-    std::iter::from_fn(move || {
-        (pos < end).then(|| {
-            let idx = pos / BLOCK_SIZE;
-            let base = idx * BLOCK_SIZE;
-            let stop = (base + BLOCK_SIZE).min(end);
-            let piece = (idx, pos - base, stop - base);
-            pos = stop;
-            piece
-        })
+    let blocks = (off < end).then(|| off / BLOCK_SIZE..=(end - 1) / BLOCK_SIZE);
+    blocks.into_iter().flatten().map(move |idx| {
+        let (a, b) = piece_of(idx, off, end);
+        (idx, a, b)
     })
 }
 
@@ -197,32 +198,24 @@ pub(crate) fn write_cost_with(present: impl Iterator<Item = (u64, Window)>, empt
     }
     let end = off + len;
     let (first, last) = (off / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
-    // The piece of `[off, end)` in block `idx`.
-    let piece = |idx: u64| {
-        let base = idx * BLOCK_SIZE;
-        (off.max(base) - base, end.min(base + BLOCK_SIZE) - base)
-    };
-    let (mut cost, mut seen, mut first_seen, mut last_seen) = (0u64, 0u64, false, false);
-    for (idx, w) in present {
-        let (a, b) = piece(idx);
-        cost += block_charge(Window::covering(Some(w), a, b).cap) - block_charge(w.cap);
-        seen += 1;
-        first_seen |= idx == first;
-        last_seen |= idx == last;
-    }
     let new_block = |idx: u64| {
-        let (a, b) = piece(idx);
+        let (a, b) = piece_of(idx, off, end);
         block_charge(Window::covering(None, a, b).cap)
     };
-    let mut missing = (last - first + 1) - seen;
-    for (idx, was_seen) in [(first, first_seen), (last, last_seen || last == first)] {
-        if !was_seen {
-            cost = cost.saturating_add(new_block(idx));
-            missing -= 1;
-        }
+    // Priced first as if no block were there (the blocks between the
+    // first and the last are whole ones), then corrected for those that are.
+    let inner = (last - first).saturating_sub(1);
+    let mut cost = new_block(first).saturating_add(inner.saturating_mul(block_charge(BLOCK_SIZE)));
+    if last > first {
+        cost = cost.saturating_add(new_block(last));
+    }
+    for (idx, w) in present {
+        let (a, b) = piece_of(idx, off, end);
+        let grows = block_charge(Window::covering(Some(w), a, b).cap) - block_charge(w.cap);
+        cost = cost.saturating_sub(new_block(idx)).saturating_add(grows);
     }
     // The first block brings the root.
-    cost.saturating_add(missing.saturating_mul(block_charge(BLOCK_SIZE))) + root_charge(empty)
+    cost.saturating_add(root_charge(empty))
 }
 
 impl BlockMap {
@@ -410,8 +403,8 @@ impl BlockMap {
         }
         self.present_in(off / BLOCK_SIZE, (end - 1) / BLOCK_SIZE)
             .map(|(idx, _)| {
-                let base = idx * BLOCK_SIZE;
-                (idx, off.max(base) - base, end.min(base + BLOCK_SIZE) - base)
+                let (a, b) = piece_of(idx, off, end);
+                (idx, a, b)
             })
             .collect()
     }
