@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::hugebuf::{HUGE, HugeBuf};
 use super::spares;
-use super::{Seek, alloc_overhead, grid_end, is_mapped, seek_extents, shrink_buffer, zeros};
+use super::{PAGE, Seek, alloc_overhead, grid_end, is_mapped, seek_extents, shrink_buffer, zeros};
 
 /// Extents never cross a multiple of this offset.
 pub const CHUNK_SIZE: u64 = HUGE as u64;
@@ -50,7 +50,7 @@ pub(crate) fn extent_charge(cap: u64) -> u64 {
 /// charged: its whole pages, as a buffer of that size (a full cell is
 /// charged as a mapped heap buffer of 2 MiB would be).
 fn huge_charge(len: u64) -> u64 {
-    extent_charge(len.next_multiple_of(4096))
+    extent_charge(len.next_multiple_of(PAGE))
 }
 
 /// An extent's bytes. Replies share them (zero-copy reads); a change made

@@ -24,8 +24,8 @@ use std::ptr::NonNull;
 /// Size (and alignment) of a huge buffer.
 pub const HUGE: usize = 2 << 20;
 
-/// Granularity of the pages a shrink hands back.
-const PAGE: usize = 4096;
+/// Granularity of the pages a shrink hands back: the storage's page.
+const PAGE: usize = super::PAGE as usize;
 
 /// An anonymous 2 MiB mapping holding `len` initialised bytes, of which the
 /// first `limit` may be used; pages past `limit` rounded up to a page have
