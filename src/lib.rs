@@ -26,8 +26,9 @@ mod sync;
 pub use engine::path::ScratchFs;
 pub use engine::{
     Attr, Caller, DENTRY_COST, DIR_INDEX_COST, DirEntry, Engine, EngineConfig, Fallocate, Fh, FileKind, FsError,
-    GuardAction, GuardConfig, GuardMode, HANDLE_COST, HANDLES_IN_BASELINE, Ino, MemoryProbe, MemoryReading, NODE_COST,
-    NoSpaceCause, OpenFlags, Refusals, RenameMode, Result, SetAttr, SetTime, StatFs, Stats, StoragePolicy, SystemProbe,
-    TARGET_OVERHEAD, Timestamp, WriteOptions, XATTR_COST, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrSet,
+    GuardAction, GuardConfig, GuardMode, HANDLE_COST, HANDLES_IN_BASELINE, Ino, InodeFlags, MemoryProbe, MemoryReading,
+    NODE_COST, NoSpaceCause, OpenFlags, Refusals, RenameMode, Result, SetAttr, SetTime, StatFs, Stats, StoragePolicy,
+    SystemProbe, TARGET_OVERHEAD, Timestamp, WriteOptions, XATTR_COST, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX,
+    XattrSet,
 };
 pub use storage::{Seek, Shape};

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use scratchfs::{
-    FileKind, FsError, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StoragePolicy, Timestamp, WriteOptions, XattrSet,
+    FileKind, FsError, Ino, InodeFlags, OpenFlags, RenameMode, SetAttr, SetTime, StoragePolicy, Timestamp,
+    WriteOptions, XattrSet,
 };
 
 const Q: u64 = 64 << 20;
@@ -538,5 +539,46 @@ fn posix_acls_keep_the_mode_in_step_and_are_inherited() {
         e.forget(ino, 1);
     }
     assert!(e.stats().used_bytes < before);
+    invariants(&e);
+}
+
+/// The engine's own view of inode flags (the mount test `inode_flags`
+/// compares every rule with tmpfs): flags are kept on files and
+/// directories only, an exchange is refused when either side is fixed, a
+/// whiteout may not be left in an immutable directory, and a refusal
+/// changes nothing.
+#[test]
+fn inode_flags_fix_entries_and_refusals_change_nothing() {
+    let e = engine(Q, StoragePolicy::Auto);
+    let flags = |bits| InodeFlags::from_bits(bits).unwrap();
+    let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
+    let (a, _) = e.create(d, b"a", 0o644, rw(), &ROOT).unwrap();
+    let (b, _) = e.create(Ino::ROOT, b"b", 0o644, rw(), &ROOT).unwrap();
+    let l = e.symlink(Ino::ROOT, b"l", b"b", &ROOT).unwrap().ino;
+    assert_eq!(e.set_inode_flags(l, flags(InodeFlags::NODUMP)), Err(FsError::NotSupported));
+    assert_eq!(e.inode_flags(l), Ok(InodeFlags::default()));
+
+    e.set_inode_flags(a.ino, flags(InodeFlags::APPEND)).unwrap();
+    assert_eq!(e.getattr(a.ino).unwrap().flags, flags(InodeFlags::APPEND));
+    let exchange = e.rename(d, b"a", Ino::ROOT, b"b", RenameMode::Exchange);
+    assert_eq!(exchange, Err(FsError::NotPermitted), "the fixed side of an exchange");
+    let other_way = e.rename(Ino::ROOT, b"b", d, b"a", RenameMode::Exchange);
+    assert_eq!(other_way, Err(FsError::NotPermitted));
+    assert_eq!(e.lookup(d, b"a").unwrap().ino, a.ino);
+    assert_eq!(e.lookup(Ino::ROOT, b"b").unwrap().ino, b.ino);
+
+    e.set_inode_flags(a.ino, flags(0)).unwrap();
+    e.set_inode_flags(d, flags(InodeFlags::IMMUTABLE)).unwrap();
+    let used = e.stats().used_bytes;
+    let whiteout = e.rename_whiteout(d, b"a", Ino::ROOT, b"c", false, &ROOT);
+    assert_eq!(whiteout, Err(FsError::NotPermitted));
+    assert_eq!(e.mknod(d, b"p", libc::S_IFIFO | 0o644, 0, &ROOT), Err(FsError::NotPermitted));
+    assert_eq!(e.link(b.ino, d, b"b2"), Err(FsError::NotPermitted));
+    assert_eq!(e.stats().used_bytes, used, "refusals hold nothing");
+    e.set_inode_flags(d, flags(InodeFlags::APPEND)).unwrap();
+    e.link(b.ino, d, b"b2").unwrap();
+    assert_eq!(e.unlink(d, b"b2"), Err(FsError::NotPermitted), "an append-only directory keeps its entries");
+    e.set_inode_flags(d, flags(0)).unwrap();
+    e.unlink(d, b"b2").unwrap();
     invariants(&e);
 }

@@ -233,7 +233,7 @@ fn o_trunc_frees_memory_held_past_the_end_of_an_empty_file() {
     assert_eq!(e.getattr(ino).unwrap().size, 0);
     assert!(e.stats().used_bytes >= empty + (8 << 20));
     let mtime = e.getattr(ino).unwrap().mtime;
-    let flags = scratchfs::OpenFlags { read: false, write: true, truncate: true, exclusive: false };
+    let flags = scratchfs::OpenFlags { read: false, write: true, truncate: true, exclusive: false, append: false };
     let fh2 = e.open(ino, flags, &ROOT).unwrap();
     assert_eq!(e.stats().used_bytes, empty);
     assert_eq!(e.getattr(ino).unwrap().blocks, 0);

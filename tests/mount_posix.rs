@@ -22,14 +22,14 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::creds::{CAP_SYS_ADMIN, without_caps};
+use common::creds::{CAP_LINUX_IMMUTABLE, CAP_SYS_ADMIN, as_fs_user, without_caps};
 use common::map::Map;
 use common::mount::{BIN, Mount};
 
@@ -72,6 +72,7 @@ cases! {
     access_times_relatime,
     privilege_bits_cleared,
     readdir_100k_entries_while_modified,
+    inode_flags,
 }
 
 // --- running a case --------------------------------------------------------------
@@ -2173,5 +2174,195 @@ fn readdir_100k_entries_while_modified(fs: &Fs) -> Transcript {
     want.sort();
     assert!(names == want, "quiet listing: {} names, want {}", names.len(), want.len());
     t.same("listed again when quiet: exactly the names that exist");
+    t
+}
+
+// --- inode flags -------------------------------------------------------------------
+
+const FS_IMMUTABLE_FL: u32 = 0x10;
+const FS_APPEND_FL: u32 = 0x20;
+const FS_NODUMP_FL: u32 = 0x40;
+const FS_NOATIME_FL: u32 = 0x80;
+/// `FS_IOC_FSGETXATTR`: `_IOR('X', 31, struct fsxattr)`.
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+
+/// The inode flags of `p` (`FS_IOC_GETFLAGS`, as lsattr asks).
+fn get_flags(p: &Path) -> Result<u32, i32> {
+    let f = open(p, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    let mut flags: libc::c_int = 0;
+    // SAFETY: valid fd and an int for the kernel to fill.
+    sys(i64::from(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) }))?;
+    Ok(flags as u32)
+}
+
+/// Sets the inode flags of `p` to `flags` (`FS_IOC_SETFLAGS`, as chattr does).
+fn set_flags(p: &Path, flags: u32) -> Result<i64, i32> {
+    let f = open(p, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    let flags = flags as libc::c_int;
+    // SAFETY: valid fd and int.
+    sys(i64::from(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) }))
+}
+
+/// The `fsx_xflags` of `p` (`FS_IOC_FSGETXATTR`, as xfs_io asks).
+fn fsx_xflags(p: &Path) -> Result<u32, i32> {
+    let f = open(p, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    let mut fsx = [0u32; 7];
+    // SAFETY: valid fd and a 28-byte struct fsxattr for the kernel to fill.
+    sys(i64::from(unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR, fsx.as_mut_ptr()) }))?;
+    Ok(fsx[0])
+}
+
+/// Reads `p` after dropping what the page cache holds of it, so that on
+/// scratchfs the read reaches the daemon (which keeps the access time).
+fn read_uncached(p: &Path) {
+    let f = file(p, libc::O_RDONLY);
+    // SAFETY: valid fd.
+    assert_eq!(unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+    whole(&f);
+}
+
+/// "ok" or the errno name of a std call.
+fn io<T>(r: std::io::Result<T>) -> String {
+    outcome(r.map(|_| 0).map_err(|e| e.raw_os_error().unwrap_or(0)))
+}
+
+/// chattr's immutable and append-only flags, which the kernel does not
+/// enforce on a FUSE file (it never learns them): every rule below must
+/// come out as on tmpfs, for files opened before and after, directories,
+/// and callers without the right capability; no-atime and no-dump too.
+fn inode_flags(fs: &Fs) -> Transcript {
+    let mut t = Transcript::default();
+    let (f, g, d) = (fs.path("f"), fs.path("g"), fs.path("d"));
+    std::fs::write(&f, b"hello").unwrap();
+    std::fs::write(&g, b"hello").unwrap();
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("x"), b"x").unwrap();
+    std::fs::write(fs.path("v"), b"v").unwrap();
+    let old_f = file(&f, libc::O_RDWR);
+    let old_g = file(&g, libc::O_RDWR);
+    t.same(format!("new file: flags {:?}", get_flags(&f)));
+    t.same(format!("a flag not kept (FS_COMPR_FL): {}", outcome(set_flags(&f, 0x4))));
+    let c0 = std::fs::metadata(&f).unwrap().ctime_nsec();
+    std::thread::sleep(Duration::from_millis(20));
+    t.same(format!("chattr +i f: {}", outcome(set_flags(&f, FS_IMMUTABLE_FL))));
+    t.same(format!("ctime moved: {}", std::fs::metadata(&f).unwrap().ctime_nsec() != c0));
+    t.same(format!("chattr +a g: {}", outcome(set_flags(&g, FS_APPEND_FL))));
+    t.same(format!(
+        "flags f {:?} g {:?}; xflags f {:?} g {:?}",
+        get_flags(&f),
+        get_flags(&g),
+        fsx_xflags(&f),
+        fsx_xflags(&g)
+    ));
+
+    let opens = [
+        ("O_RDONLY", libc::O_RDONLY),
+        ("O_WRONLY", libc::O_WRONLY),
+        ("O_RDWR", libc::O_RDWR),
+        ("O_WRONLY|O_APPEND", libc::O_WRONLY | libc::O_APPEND),
+        ("O_WRONLY|O_APPEND|O_TRUNC", libc::O_WRONLY | libc::O_APPEND | libc::O_TRUNC),
+        ("O_RDONLY|O_TRUNC", libc::O_RDONLY | libc::O_TRUNC),
+    ];
+    for (p, which) in [(&f, "immutable"), (&g, "append-only")] {
+        for (name, flags) in opens {
+            t.same(format!("{which}: open {name}: {}", outcome(open(p, flags, 0).map(|_| 0))));
+        }
+        let now = libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW };
+        let c = cstr(p);
+        let ops: [(&str, String); 11] = [
+            // SAFETY: valid path.
+            ("truncate", outcome(sys(i64::from(unsafe { libc::truncate(c.as_ptr(), 1) })))),
+            ("chmod", io(std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)))),
+            ("chown to the same owner", io(std::os::unix::fs::chown(p, Some(0), Some(0)))),
+            ("chown(-1, -1)", io(std::os::unix::fs::chown(p, None, None))),
+            ("utimensat(NULL)", outcome(utimensat(p, None, 0))),
+            ("utimensat(UTIME_NOW, UTIME_NOW)", outcome(utimensat(p, Some([(0, now.tv_nsec), (0, now.tv_nsec)]), 0))),
+            ("utimensat(explicit)", outcome(utimensat(p, Some([(1, 0), (1, 0)]), 0))),
+            ("setxattr", outcome(setxattr(p, "user.x", b"1", 0))),
+            // SAFETY: valid path and name.
+            ("removexattr", outcome(sys(i64::from(unsafe { libc::removexattr(c.as_ptr(), c"user.x".as_ptr()) })))),
+            ("link", io(std::fs::hard_link(p, fs.path("link")))),
+            ("rename", io(std::fs::rename(p, fs.path("moved")))),
+        ];
+        for (name, r) in ops {
+            t.same(format!("{which}: {name}: {r}"));
+        }
+        t.same(format!("{which}: unlink: {}", io(std::fs::remove_file(p))));
+        t.same(format!("{which}: rename v over it: {}", io(std::fs::rename(fs.path("v"), p))));
+        t.same(format!("{which}: getxattr: {}", outcome(getxattr(p, "user.x", 16).map(|_| 0))));
+    }
+    // Descriptors opened before the flags were set.
+    for (old, which) in [(&old_f, "immutable"), (&old_g, "append-only")] {
+        t.same(format!("{which}, old descriptor: pwrite at 0: {}", io(old.write_at(b"J", 0))));
+        t.same(format!("{which}, old descriptor: fallocate: {}", outcome(fallocate(old, 0, 0, 100))));
+        t.same(format!(
+            "{which}, old descriptor: punch: {}",
+            outcome(fallocate(old, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, 1))
+        ));
+        let src = file(&fs.path("v"), libc::O_RDONLY);
+        t.same(format!(
+            "{which}, old descriptor: copy_file_range into it: {}",
+            outcome(cfr(&src, Some(0), old, Some(1), 1))
+        ));
+        t.same(format!("{which}, old descriptor: ftruncate: {}", io(old.set_len(4))));
+    }
+    let shown = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        format!("{} bytes, {:?}", b.len(), String::from_utf8_lossy(&b).trim_matches('\0'))
+    };
+    t.same(format!("contents: f {}, g {}", shown(&f), shown(&g)));
+    let appended = open(&g, libc::O_WRONLY | libc::O_APPEND, 0).map(|fd| File::from(fd).write_all(b"+").is_ok());
+    t.same(format!("append-only: O_APPEND write: {appended:?}, now {}", shown(&g)));
+
+    // Directories: append-only takes entries and loses none; immutable neither.
+    let (x, y) = (d.join("x"), d.join("y"));
+    for (flag, which) in [(FS_APPEND_FL, "append-only dir"), (FS_IMMUTABLE_FL, "immutable dir")] {
+        t.same(format!("chattr {which}: {}", outcome(set_flags(&d, flag))));
+        let ops: [(&str, String); 10] = [
+            ("create", io(std::fs::write(d.join(format!("new{flag}")), b"1"))),
+            ("mkdir", io(std::fs::create_dir(d.join(format!("sub{flag}"))))),
+            ("symlink", io(std::os::unix::fs::symlink("x", d.join(format!("sym{flag}"))))),
+            ("link into", io(std::fs::hard_link(fs.path("v"), d.join(format!("lnk{flag}"))))),
+            ("rename within", io(std::fs::rename(&x, &y))),
+            ("rename out", io(std::fs::rename(&x, fs.path("out")))),
+            ("unlink", io(std::fs::remove_file(&x))),
+            (
+                "write to an entry",
+                io(std::fs::OpenOptions::new().append(true).open(&x).and_then(|mut h| h.write_all(b"!"))),
+            ),
+            ("chmod an entry", io(std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o600)))),
+            ("rmdir it", io(std::fs::remove_dir(&d))),
+        ];
+        for (name, r) in ops {
+            t.same(format!("{which}: {name}: {r}"));
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        t.same(format!("{which}: entries {names:?}"));
+        t.same(format!("clear: {}", outcome(set_flags(&d, 0))));
+    }
+
+    // No-atime: a read leaves the access time; no-dump is only kept.
+    assert_eq!(set_flags(&f, 0), Ok(0));
+    assert_eq!(set_flags(&g, 0), Ok(0));
+    t.same(format!("chattr +A +d: {}", outcome(set_flags(&f, FS_NOATIME_FL | FS_NODUMP_FL))));
+    assert_eq!(utimensat(&f, Some([(1, 0), (1, 0)]), 0), Ok(0), "no-atime and no-dump fix nothing");
+    read_uncached(&f);
+    t.same(format!("no-atime: atime after a read {}", std::fs::metadata(&f).unwrap().atime()));
+    assert_eq!(set_flags(&f, 0), Ok(0));
+    read_uncached(&f);
+    t.same(format!("cleared: atime moved {}", std::fs::metadata(&f).unwrap().atime() != 1));
+
+    // Who may: the owner, and for immutable only with CAP_LINUX_IMMUTABLE.
+    std::os::unix::fs::chown(&f, Some(1000), Some(1000)).unwrap();
+    let (owner_nodump, owner_immutable) =
+        as_fs_user(1000, 1000, &[], || (set_flags(&f, FS_NODUMP_FL), set_flags(&f, FS_IMMUTABLE_FL)));
+    t.same(format!("owner without capabilities: +d {}, +i {}", outcome(owner_nodump), outcome(owner_immutable)));
+    let stranger = as_fs_user(2000, 2000, &[], || set_flags(&f, 0));
+    t.same(format!("another user: {}", outcome(stranger)));
+    let root_without = without_caps(&[CAP_LINUX_IMMUTABLE], || set_flags(&f, FS_APPEND_FL));
+    t.same(format!("root without CAP_LINUX_IMMUTABLE: +a {}", outcome(root_without)));
+    t.same(format!("flags {:?}", get_flags(&f)));
+    assert_eq!(set_flags(&f, 0), Ok(0));
     t
 }

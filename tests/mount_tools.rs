@@ -587,18 +587,28 @@ fn overlayfs_mounts_with_its_upper_layer_on_scratchfs() {
     m.unmount();
 }
 
-/// `lsattr` and `chattr` (e2fsprogs): no inode flags are kept, so every
-/// file and directory shows none, as on tmpfs for those never given one;
-/// clearing a flag succeeds and setting one is refused, changing nothing.
+/// `lsattr` and `chattr` (e2fsprogs) with the four flags tmpfs keeps: what
+/// chattr sets lsattr shows, and the shell's own writes, moves and
+/// removals meet immutable and append-only as on tmpfs (the rules one by
+/// one are tests/mount_posix.rs's `inode_flags`); other flags are refused.
 #[test]
-fn lsattr_shows_no_inode_flags_and_chattr_sets_none() {
+fn chattr_sets_the_flags_tmpfs_keeps_and_they_hold() {
     let Some(m) = Mount::new(&["--size", "16M"]) else { return };
     m.sh_ok("echo x > f && mkdir d");
     assert_eq!(m.sh_ok("lsattr f && lsattr -d d"), "---------------------- f\n---------------------- d\n");
-    m.sh_ok("chattr -i f && chattr -a -d d");
-    let refused = m.sh("chattr +i f");
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("Operation not supported"), "{refused:?}");
-    assert_eq!(m.sh_ok("lsattr f && echo y >> f && cat f"), "---------------------- f\nx\ny\n");
+    m.sh_ok("chattr +i f && chattr +dA d");
+    assert_eq!(m.sh_ok("lsattr f && lsattr -d d"), "----i----------------- f\n------dA-------------- d\n");
+    for refused in ["echo y >> f", "rm f", "mv f g", "chmod 600 f", "touch f"] {
+        let out = m.sh(refused);
+        assert!(!out.status.success(), "{refused} on an immutable file: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{refused}: {out:?}");
+    }
+    m.sh_ok("chattr -i +a f && echo y >> f && touch f");
+    let truncating = m.sh("echo z > f");
+    assert!(!truncating.status.success(), "an append-only file opened without O_APPEND: {truncating:?}");
+    assert_eq!(m.sh_ok("lsattr f && cat f"), "-----a---------------- f\nx\ny\n");
+    let unsupported = m.sh("chattr +c f");
+    assert!(String::from_utf8_lossy(&unsupported.stderr).contains("Operation not supported"), "{unsupported:?}");
+    m.sh_ok("chattr -a f && rm f && chattr -dA d && rmdir d");
     m.unmount();
 }

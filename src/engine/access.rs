@@ -7,7 +7,7 @@
 //! when the mode bits alone do not decide, through [`Credentials`], so a
 //! caller who owns what it touches costs nothing more than a comparison.
 
-use super::{Attr, FileKind, FsError, Result, SetAttr, SetTime};
+use super::{Attr, FileKind, FsError, InodeFlags, Result, SetAttr, SetTime};
 
 /// Read permission (for a directory: listing it).
 pub const READ: u32 = 4;
@@ -32,6 +32,8 @@ pub enum Capability {
     Fowner = 3,
     /// Keep set-group-ID when changing the mode of a file of another group.
     Fsetid = 4,
+    /// Set or clear the immutable and append-only inode flags.
+    LinuxImmutable = 9,
     /// See `trusted.` extended attributes.
     SysAdmin = 21,
 }
@@ -46,6 +48,19 @@ pub trait Credentials {
     fn in_group(&self, gid: u32) -> bool;
     /// Whether the caller holds `cap` in its effective set.
     fn capable(&self, cap: Capability) -> bool;
+}
+
+/// Checks that `who` may set the inode flags of the node described by
+/// `attr` to `new` (`vfs_fileattr_set`): the owner or a caller with
+/// `CAP_FOWNER` may, and changing immutable or append-only (either way)
+/// also takes `CAP_LINUX_IMMUTABLE`. `EPERM` otherwise.
+pub fn check_set_flags(attr: &Attr, new: InodeFlags, who: &impl Credentials) -> Result<()> {
+    let fixed = InodeFlags::IMMUTABLE | InodeFlags::APPEND;
+    let owner = who.uid() == attr.uid || who.capable(Capability::Fowner);
+    if !owner || ((attr.flags.bits() ^ new.bits()) & fixed != 0 && !who.capable(Capability::LinuxImmutable)) {
+        return Err(FsError::NotPermitted);
+    }
+    Ok(())
 }
 
 /// Checks that `who` may access the node described by `attr` for `mask`
@@ -193,7 +208,7 @@ pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_
 /// may write the file (who could clear the bits by writing anyway), and
 /// refused to anyone else.
 pub fn check_chown_clears(attr: &Attr, set: &SetAttr, who: &impl Credentials) -> Result<()> {
-    let empty = *set == SetAttr::default();
+    let empty = set.is_empty();
     if !(empty || set.uid.is_some() || set.gid.is_some()) || attr.kind == FileKind::Directory {
         return Ok(());
     }
@@ -276,6 +291,7 @@ mod tests {
             ctime: t,
             crtime: t,
             shape: None,
+            flags: InodeFlags::default(),
         }
     }
 
@@ -469,5 +485,23 @@ mod tests {
         assert!(!xattr_needs_permission(b"security.capability"));
         assert!(!xattr_needs_permission(b"system.posix_acl_access"));
         assert!(!xattr_needs_permission(b"trusted.overlay.opaque"));
+    }
+
+    #[test]
+    fn inode_flags_are_the_owners_and_immutable_takes_its_capability() {
+        let fl = |bits| InodeFlags::from_bits(bits).unwrap();
+        let linux_immutable = Who { uid: 1000, groups: &[1000], caps: &[Capability::LinuxImmutable] };
+        let bobs = file(0o644, 1001, 1001);
+        assert_eq!(check_set_flags(&bobs, fl(InodeFlags::NODUMP), &BOB), Ok(()), "the owner");
+        assert_eq!(check_set_flags(&bobs, fl(InodeFlags::NODUMP), &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_set_flags(&bobs, fl(InodeFlags::NODUMP), &ROOT), Ok(()), "CAP_FOWNER");
+        for bits in [InodeFlags::IMMUTABLE, InodeFlags::APPEND] {
+            assert_eq!(check_set_flags(&bobs, fl(bits), &BOB), Err(FsError::NotPermitted), "{bits:#x}");
+            assert_eq!(check_set_flags(&bobs, fl(bits), &linux_immutable), Err(FsError::NotPermitted), "not the owner");
+            assert_eq!(check_set_flags(&file(0o644, 1000, 1000), fl(bits), &linux_immutable), Ok(()));
+            let fixed = Attr { flags: fl(bits), ..bobs };
+            assert_eq!(check_set_flags(&fixed, fl(0), &BOB), Err(FsError::NotPermitted), "clearing it too");
+            assert_eq!(check_set_flags(&fixed, fl(bits | InodeFlags::NOATIME), &BOB), Ok(()), "keeping it");
+        }
     }
 }

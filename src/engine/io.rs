@@ -34,6 +34,7 @@ impl Engine {
         if st.freed {
             return Err(FsError::NotFound);
         }
+        st.flags().check_open(flags)?;
         match &mut st.content {
             Content::Dir(_) => return Err(FsError::IsDir),
             Content::Symlink(_) => return Err(FsError::InvalidArgument),
@@ -249,6 +250,7 @@ impl Engine {
         off.checked_add(len).filter(|&end| end <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
         let node = self.handle_node(fh)?;
         let mut st = node.state.write();
+        st.flags().check_fallocate(mode)?;
         let file = st.file_mut()?;
         let before = file.charge();
         match mode {
@@ -327,6 +329,9 @@ impl Engine {
         // short there; one that starts at or past it is refused.
         if off_out >= MAX_FILE_SIZE {
             return Err(FsError::FileTooLarge);
+        }
+        if dst.state.read().flags().immutable() {
+            return Err(FsError::NotPermitted); // `generic_copy_file_checks`
         }
         let len = len.min(MAX_FILE_SIZE - off_out);
         if Arc::ptr_eq(&src, &dst) && off_in < off_out.saturating_add(len) && off_out < off_in.saturating_add(len) {

@@ -17,6 +17,7 @@ mod cgroup;
 mod config;
 mod dir;
 mod error;
+mod flags;
 mod guard;
 mod handles;
 mod io;
@@ -41,8 +42,8 @@ pub use meminfo::{MemoryProbe, MemoryReading, SystemProbe};
 pub use node::{DENTRY_COST, DIR_INDEX_COST, NODE_COST, TARGET_OVERHEAD};
 pub use stats::{Refusals, Stats};
 pub use types::{
-    Attr, Caller, DirEntry, Fallocate, Fh, FileKind, Ino, OpenFlags, RenameMode, SetAttr, SetTime, StatFs, Timestamp,
-    WriteOptions, XattrSet,
+    Attr, Caller, DirEntry, Fallocate, Fh, FileKind, Ino, InodeFlags, OpenFlags, RenameMode, SetAttr, SetTime, StatFs,
+    Timestamp, WriteOptions, XattrSet,
 };
 pub use xattr::{XATTR_COST, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
@@ -155,6 +156,7 @@ impl Engine {
             atime: now,
             mtime: now,
             ctime: now,
+            flags: InodeFlags::default(),
         };
         let state = NodeState {
             meta,
@@ -182,7 +184,7 @@ impl Engine {
     /// that must move takes the write lock, and is checked again under it
     /// (another access may have moved it meanwhile).
     fn accessed(&self, node: &Node, st: RwLockReadGuard<'_, NodeState>) {
-        if self.cfg.noatime {
+        if self.cfg.noatime || st.flags().noatime() {
             return;
         }
         let now = Timestamp::now();
@@ -372,6 +374,7 @@ impl Engine {
         if st.freed {
             return Err(FsError::NotFound);
         }
+        st.flags().check_setattr(set, set.through_handle)?;
         let now = Timestamp::now();
         if let Some(size) = set.size {
             if size > MAX_FILE_SIZE {
@@ -404,7 +407,7 @@ impl Engine {
                 self.kill_capability(&mut st);
             }
         }
-        if *set == SetAttr::default() && !node.is_dir() {
+        if set.is_empty() && !node.is_dir() {
             // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing the
             // privilege bits to us, and sends what is left of its request
             // when it strips them: an empty SETATTR. It does that for

@@ -7,7 +7,7 @@ use super::acl;
 use super::dir::Dir;
 use super::node::{Content, DENTRY_COST, DIR_INDEX_COST, Meta, NODE_COST, Node, NodeState, TARGET_OVERHEAD};
 use super::stats::bump;
-use super::types::{Attr, Caller, FileKind, Ino, OpenFlags, RenameMode, Timestamp};
+use super::types::{Attr, Caller, FileKind, Ino, InodeFlags, OpenFlags, RenameMode, Timestamp};
 use super::xattr::Xattrs;
 use super::{Engine, FsError, Result};
 use crate::storage::FileData;
@@ -127,6 +127,7 @@ impl Engine {
         if dir.get(name).is_some() {
             return Err(FsError::Exists);
         }
+        pst.flags().check_add_entry()?;
         let is_dir = new.kind == FileKind::Directory;
         if is_dir && pst.meta.nlink == u32::MAX {
             return Err(FsError::TooManyLinks);
@@ -155,6 +156,7 @@ impl Engine {
             atime: now,
             mtime: now,
             ctime: now,
+            flags: InodeFlags::default(),
         };
         let state = NodeState {
             meta,
@@ -335,6 +337,8 @@ impl Engine {
         if pst.dir().is_some_and(|d| d.get(newname).is_some()) {
             return Err(FsError::Exists);
         }
+        st.flags().check_fixed()?;
+        pst.flags().check_add_entry()?;
         if st.meta.nlink == u32::MAX {
             return Err(FsError::TooManyLinks);
         }
@@ -374,6 +378,7 @@ impl Engine {
         let pnode = self.dir_node(parent)?;
         let mut pst = pnode.state.write();
         let entry = pst.dir().and_then(|d| d.get(name)).ok_or(FsError::NotFound)?;
+        pst.flags().check_remove_entry()?;
         let is_dir = entry.kind == FileKind::Directory;
         match (want_dir, is_dir) {
             (true, false) => return Err(FsError::NotDir),
@@ -384,6 +389,7 @@ impl Engine {
         let now = Timestamp::now();
         {
             let mut cst = child.state.write();
+            cst.flags().check_fixed()?;
             if cst.dir().is_some_and(|d| !d.is_empty()) {
                 return Err(FsError::NotEmpty);
             }
@@ -512,6 +518,16 @@ impl Engine {
         let src_node = self.node(src.0)?;
         let dst_node = dst.map(|d| self.node(d.0)).transpose()?;
         let (mut sst, mut dst_st) = lock_children(&src_node, dst_node.as_deref());
+        // `may_delete` of the source and of a target, `may_create` otherwise.
+        parents.old_parent().flags().check_remove_entry()?;
+        sst.flags().check_fixed()?;
+        match dst_st.as_ref() {
+            Some(d) => {
+                parents.new_parent().flags().check_remove_entry()?;
+                d.flags().check_fixed()?;
+            }
+            None => parents.new_parent().flags().check_add_entry()?,
+        }
         if mode != RenameMode::Exchange && dst_st.as_ref().is_some_and(|d| d.dir().is_some_and(|d| !d.is_empty())) {
             return Err(FsError::NotEmpty);
         }
@@ -603,7 +619,17 @@ impl Engine {
     /// state is `pst`, its node and entry reserved by the caller).
     fn add_whiteout(&self, pst: &mut NodeState, dir: Ino, name: &[u8], caller: &Caller, now: Timestamp) {
         let gid = if u32::from(pst.meta.perm) & libc::S_ISGID != 0 { pst.meta.gid } else { caller.gid };
-        let meta = Meta { perm: 0, uid: caller.uid, gid, nlink: 1, rdev: 0, atime: now, mtime: now, ctime: now };
+        let meta = Meta {
+            perm: 0,
+            uid: caller.uid,
+            gid,
+            nlink: 1,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            flags: InodeFlags::default(),
+        };
         let state = NodeState {
             meta,
             content: Content::Special,

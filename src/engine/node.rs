@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::dir::Dir;
-use super::types::{Attr, Caller, FileKind, Ino, Timestamp};
+use super::types::{Attr, Caller, FileKind, Ino, InodeFlags, Timestamp};
 use super::xattr::Xattrs;
 use crate::storage::FileData;
 use crate::sync::RwLock;
@@ -61,6 +61,8 @@ pub(crate) struct Meta {
     pub(crate) atime: Timestamp,
     pub(crate) mtime: Timestamp,
     pub(crate) ctime: Timestamp,
+    /// `chattr` flags (in what would be padding: the node stays 200 bytes).
+    pub(crate) flags: InodeFlags,
 }
 
 impl Meta {
@@ -187,6 +189,7 @@ impl NodeState {
             ctime: m.ctime,
             crtime: m.ctime,
             shape,
+            flags: m.flags,
         }
     }
 

@@ -124,7 +124,7 @@ impl ScratchFs {
 
     fn open_for_write(&self, path: &Path, truncate: bool) -> Result<(Ino, Fh)> {
         let (parent, name) = self.split(path)?;
-        let flags = OpenFlags { read: false, write: true, truncate, exclusive: false };
+        let flags = OpenFlags { read: false, write: true, truncate, exclusive: false, append: false };
         let (attr, fh) = self.engine.create(parent, name, 0o644, flags, &self.caller)?;
         self.engine.forget(attr.ino, 1);
         Ok((attr.ino, fh))

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use super::flags::InodeFlags;
 use crate::storage::Shape;
 
 /// An inode number. Never reused during the life of an engine.
@@ -144,6 +145,8 @@ pub struct Attr {
     pub crtime: Timestamp,
     /// Storage shape, for regular files.
     pub shape: Option<Shape>,
+    /// Inode flags (`chattr`).
+    pub flags: InodeFlags,
 }
 
 impl Attr {
@@ -179,6 +182,18 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     /// New change time (otherwise set to now when anything changes).
     pub ctime: Option<Timestamp>,
+    /// Asked through an open descriptor (`ftruncate`, `futimens`), not a
+    /// path: an immutable file opened for writing before it became
+    /// immutable may still be truncated that way.
+    pub through_handle: bool,
+}
+
+impl SetAttr {
+    /// Changes nothing but the change time: what the kernel sends for
+    /// `chown(f, -1, -1)` and when it leaves clearing set-ID bits to us.
+    pub fn is_empty(&self) -> bool {
+        *self == SetAttr { through_handle: self.through_handle, ..SetAttr::default() }
+    }
 }
 
 /// Who is asking: used for the ownership of new nodes and for the rules that
@@ -255,6 +270,9 @@ pub struct OpenFlags {
     pub write: bool,
     /// `O_TRUNC`: truncate on open.
     pub truncate: bool,
+    /// `O_APPEND`: every write goes to the end (the kernel places it; the
+    /// engine only needs it to open an append-only file for writing).
+    pub append: bool,
     /// `O_EXCL` with create: fail if the name exists.
     pub exclusive: bool,
 }
@@ -267,6 +285,7 @@ impl OpenFlags {
             read: acc == libc::O_RDONLY || acc == libc::O_RDWR,
             write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
             truncate: flags & libc::O_TRUNC != 0,
+            append: flags & libc::O_APPEND != 0,
             exclusive: flags & libc::O_EXCL != 0,
         }
     }

@@ -272,6 +272,7 @@ impl super::Engine {
         if st.freed {
             return Err(FsError::NotFound);
         }
+        st.flags().check_fixed()?;
         let Some(parsed) = parsed else { return self.store_xattr(&mut st, ino, name, value, mode) };
         if node.kind == super::FileKind::Symlink {
             return Err(FsError::NotSupported);
@@ -362,6 +363,7 @@ impl super::Engine {
         if st.freed {
             return Err(FsError::NotFound);
         }
+        st.flags().check_fixed()?;
         match self.drop_xattr(&mut st, name) {
             Err(FsError::NoData) if acl::is_acl_name(name) => {}
             r => {

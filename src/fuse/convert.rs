@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
-use crate::engine::{Attr, FileKind, SetTime, Timestamp};
+use crate::engine::{Attr, FileKind, InodeFlags, SetTime, Timestamp};
 
 /// How long the kernel may trust attributes and names it got from us.
 /// Every change goes through this kernel mount (there is no other writer),
@@ -116,24 +116,62 @@ pub(crate) fn set_time(t: TimeOrNow) -> SetTime {
 const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 
-/// The answer to an inode-flag ioctl (chattr and lsattr: the kernel sends
-/// `FS_IOC_GETFLAGS`/`SETFLAGS` or their `fsxattr` forms here), or `None`
-/// for any other. No inode flags are kept, so none are reported, as tmpfs
-/// reports for a file never given one, and only a request that sets none
-/// (what `chattr -i` asks of such a file) succeeds; one that sets any is
-/// refused with EOPNOTSUPP.
-pub(crate) fn inode_flags_ioctl(cmd: u32, input: &[u8]) -> Option<Result<&'static [u8], fuser::Errno>> {
-    const NONE: [u8; 28] = [0; 28];
-    let zero = |r: std::ops::Range<usize>| input.get(r).is_some_and(|b| b.iter().all(|&x| x == 0));
-    let sets_none = |none: bool| if none { Ok(&[][..]) } else { Err(fuser::Errno::EOPNOTSUPP) };
+/// An inode-flag request: what chattr and lsattr (and xfs_io's chattr)
+/// ask through the kernel, which sends `FS_IOC_GETFLAGS`/`SETFLAGS` or
+/// their `fsxattr` forms here after checking the caller itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlagsIoctl {
+    /// The flags as an int (`FS_IOC_GETFLAGS`).
+    Get,
+    /// The flags as a `struct fsxattr` (`FS_IOC_FSGETXATTR`).
+    GetFsx,
+    /// Set the flags to these (`FS_*_FL` numbering, from either form).
+    Set(u32),
+}
+
+/// `FS_XFLAG_*` for each kept `FS_*_FL` flag (`fileattr_fill_flags`).
+const XFLAGS: [(u32, u32); 4] = [
+    (InodeFlags::IMMUTABLE, 0x08),
+    (InodeFlags::APPEND, 0x10),
+    (InodeFlags::NOATIME, 0x40),
+    (InodeFlags::NODUMP, 0x80),
+];
+
+/// Decodes an inode-flag ioctl, or `None` for any other. A request to set
+/// a flag scratchfs does not keep (or an `fsxattr` field: extent size,
+/// project id) is refused with EOPNOTSUPP, as tmpfs refuses it.
+pub(crate) fn flags_ioctl(cmd: u32, input: &[u8]) -> Option<Result<FlagsIoctl, fuser::Errno>> {
+    let u32_at = |at: usize| input.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let unsupported = Err(fuser::Errno::EOPNOTSUPP);
     // The flags travel as a 32-bit int, whatever the command's encoding says.
-    match cmd {
-        c if c == libc::FS_IOC_GETFLAGS as u32 => Some(Ok(&NONE[..4])),
-        c if c == libc::FS_IOC_SETFLAGS as u32 => Some(sets_none(zero(0..4))),
-        FS_IOC_FSGETXATTR => Some(Ok(&NONE)),
-        // xflags, extsize, projid and cowextsize; nextents is read-only.
-        FS_IOC_FSSETXATTR => Some(sets_none(zero(0..8) && zero(12..20))),
-        _ => None,
+    Some(match cmd {
+        c if c == libc::FS_IOC_GETFLAGS as u32 => Ok(FlagsIoctl::Get),
+        FS_IOC_FSGETXATTR => Ok(FlagsIoctl::GetFsx),
+        c if c == libc::FS_IOC_SETFLAGS as u32 => match u32_at(0) {
+            Some(bits) if bits & !InodeFlags::KEPT == 0 => Ok(FlagsIoctl::Set(bits)),
+            _ => unsupported,
+        },
+        // xflags, extsize, (nextents: read-only), projid, cowextsize.
+        FS_IOC_FSSETXATTR => match (u32_at(0), u32_at(4), u32_at(12), u32_at(16)) {
+            (Some(x), Some(0), Some(0), Some(0)) if x & !XFLAGS.iter().map(|f| f.1).sum::<u32>() == 0 => {
+                Ok(FlagsIoctl::Set(XFLAGS.iter().filter(|f| x & f.1 != 0).map(|f| f.0).sum()))
+            }
+            _ => unsupported,
+        },
+        _ => return None,
+    })
+}
+
+/// The answer to a `Get` or `GetFsx` request for a node with `flags`.
+pub(crate) fn flags_reply(request: FlagsIoctl, flags: InodeFlags) -> Vec<u8> {
+    match request {
+        FlagsIoctl::GetFsx => {
+            let x: u32 = XFLAGS.iter().filter(|f| flags.bits() & f.0 != 0).map(|f| f.1).sum();
+            let mut fsx = vec![0u8; 28];
+            fsx[..4].copy_from_slice(&x.to_ne_bytes());
+            fsx
+        }
+        _ => flags.bits().to_ne_bytes().to_vec(),
     }
 }
 
@@ -159,21 +197,33 @@ mod tests {
     }
 
     #[test]
-    fn inode_flag_requests_report_none_and_set_none() {
-        let get = inode_flags_ioctl(libc::FS_IOC_GETFLAGS as u32, &[]);
-        assert_eq!(get, Some(Ok(&[0u8; 4][..])));
-        assert_eq!(inode_flags_ioctl(libc::FS_IOC_SETFLAGS as u32, &[0; 4]), Some(Ok(&[][..])));
-        // FS_IMMUTABLE_FL
-        let immutable = 0x10u32.to_ne_bytes();
+    fn inode_flag_requests_decode_and_answer_in_both_forms() {
+        let set = |cmd: u32, input: &[u8]| flags_ioctl(cmd, input);
+        let getflags = libc::FS_IOC_GETFLAGS as u32;
+        let setflags = libc::FS_IOC_SETFLAGS as u32;
+        assert_eq!(set(getflags, &[]), Some(Ok(FlagsIoctl::Get)));
+        assert_eq!(set(FS_IOC_FSGETXATTR, &[]), Some(Ok(FlagsIoctl::GetFsx)));
+        // FS_IMMUTABLE_FL | FS_NOATIME_FL
+        assert_eq!(set(setflags, &0x90u32.to_ne_bytes()), Some(Ok(FlagsIoctl::Set(0x90))));
         let refused = Some(Err(fuser::Errno::EOPNOTSUPP));
-        assert_eq!(inode_flags_ioctl(libc::FS_IOC_SETFLAGS as u32, &immutable), refused);
-        assert_eq!(inode_flags_ioctl(libc::FS_IOC_SETFLAGS as u32, &[]), refused, "a short request sets nothing");
-        assert_eq!(inode_flags_ioctl(FS_IOC_FSGETXATTR, &[]), Some(Ok(&[0u8; 28][..])));
+        assert_eq!(set(setflags, &0x1000u32.to_ne_bytes()), refused, "FS_INDEX_FL is not kept");
+        assert_eq!(set(setflags, &[0x10, 0]), refused, "a short request sets nothing");
         let mut fsx = [0u8; 28];
+        fsx[0] = 0x08 | 0x10; // FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND
         fsx[8] = 7; // nextents: read-only, ignored
-        assert_eq!(inode_flags_ioctl(FS_IOC_FSSETXATTR, &fsx), Some(Ok(&[][..])));
+        assert_eq!(set(FS_IOC_FSSETXATTR, &fsx), Some(Ok(FlagsIoctl::Set(0x30))));
         fsx[12] = 1; // a project id
-        assert_eq!(inode_flags_ioctl(FS_IOC_FSSETXATTR, &fsx), refused);
-        assert_eq!(inode_flags_ioctl(libc::TCGETS as u32, &[]), None, "isatty: not ours");
+        assert_eq!(set(FS_IOC_FSSETXATTR, &fsx), refused);
+        let mut realtime = [0u8; 28];
+        realtime[0] = 0x01; // FS_XFLAG_REALTIME
+        assert_eq!(set(FS_IOC_FSSETXATTR, &realtime), refused);
+        assert_eq!(set(FS_IOC_FSSETXATTR, &[0; 8]), refused, "a short fsxattr");
+        assert_eq!(set(libc::TCGETS as u32, &[]), None, "isatty: not ours");
+
+        let flags = InodeFlags::from_bits(0x20 | 0x40).unwrap();
+        assert_eq!(flags_reply(FlagsIoctl::Get, flags), 0x60u32.to_ne_bytes());
+        let fsx = flags_reply(FlagsIoctl::GetFsx, flags);
+        assert_eq!((fsx.len(), &fsx[..4]), (28, &(0x10u32 | 0x80).to_ne_bytes()[..]));
+        assert!(fsx[4..].iter().all(|&b| b == 0));
     }
 }

@@ -46,10 +46,10 @@ use parking_lot::Mutex;
 
 use crate::engine::access::{self, Capability, Credentials, EXEC, READ, WRITE};
 use crate::engine::{
-    Caller, Engine, Fallocate, Fh, FsError, Ino, OpenFlags, RenameMode, SetAttr, WriteOptions, XattrSet,
+    Caller, Engine, Fallocate, Fh, FsError, Ino, InodeFlags, OpenFlags, RenameMode, SetAttr, WriteOptions, XattrSet,
 };
 use crate::storage::Seek;
-use convert::{TTL, attr_ttl, file_attr, file_type, kernel_time, negative_attr, set_time};
+use convert::{FlagsIoctl, TTL, attr_ttl, file_attr, file_type, kernel_time, negative_attr, set_time};
 use counters::{Op, Requests};
 use creds::RequestCreds;
 use deferred::{Attempt, Deferred, Outcome};
@@ -532,11 +532,12 @@ impl Filesystem for FuseFs {
                 atime: atime.map(set_time),
                 mtime: mtime.map(set_time),
                 ctime: ctime.map(kernel_time),
+                through_handle: fh.is_some(),
             };
             let i = ino(i);
             // A chown, chown(f, -1, -1) included (an empty SETATTR), and a
             // truncate may clear set-ID bits.
-            let chown = set.uid.is_some() || set.gid.is_some() || set == SetAttr::default();
+            let chown = set.uid.is_some() || set.gid.is_some() || set.is_empty();
             let who = if chown || set.size.is_some() {
                 permit::caller_of(req, self.engine.getattr(i).ok().as_ref())
             } else {
@@ -999,7 +1000,7 @@ impl Filesystem for FuseFs {
     fn ioctl(
         &self,
         req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
         cmd: u32,
@@ -1007,17 +1008,39 @@ impl Filesystem for FuseFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        // The inode-flag requests of chattr and lsattr are answered (no
-        // flags); any other is ENOTTY: no file here is a device, as on
-        // tmpfs. The kernel forwards every ioctl (it does not remember the
-        // answer), and common ones are frequent: Python's open() asks isatty
-        // (TCGETS) on each file. fuser's default would log a warning for each.
+        // The inode-flag requests of chattr and lsattr are answered; any
+        // other is ENOTTY: no file here is a device, as on tmpfs. The kernel
+        // forwards every ioctl (it does not remember the answer), and common
+        // ones are frequent: Python's open() asks isatty (TCGETS) on each
+        // file. fuser's default would log a warning for each.
         self.count(req, Op::Ioctl, 0);
-        match convert::inode_flags_ioctl(cmd, in_data) {
-            Some(Ok(out)) => reply.ioctl(0, out),
-            Some(Err(e)) => reply.error(e),
-            None => reply.error(Errno::ENOTTY),
-        }
+        let Some(request) = convert::flags_ioctl(cmd, in_data) else {
+            return reply.error(Errno::ENOTTY);
+        };
+        self.run("ioctl", || match request {
+            Err(e) => reply.error(e),
+            Ok(FlagsIoctl::Set(bits)) => {
+                // The kernel has checked the caller (`vfs_fileattr_set`);
+                // checked again here, as every other change is.
+                let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
+                let r = InodeFlags::from_bits(bits).ok_or(FsError::NotSupported).and_then(|new| {
+                    access::check_set_flags(&self.engine.getattr(ino(i))?, new, &who)?;
+                    self.engine.set_inode_flags(ino(i), new)
+                });
+                match r {
+                    Ok(()) => {
+                        // The change time moved behind the kernel's cached attributes.
+                        attributes_changed(&self.notifier, i);
+                        reply.ioctl(0, &[])
+                    }
+                    Err(e) => fail!(reply, "ioctl", e),
+                }
+            }
+            Ok(get) => match self.engine.inode_flags(ino(i)) {
+                Ok(flags) => reply.ioctl(0, &convert::flags_reply(get, flags)),
+                Err(e) => fail!(reply, "ioctl", e),
+            },
+        });
     }
 
     fn poll(

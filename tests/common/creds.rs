@@ -9,6 +9,7 @@ pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_FOWNER: u32 = 3;
 pub const CAP_FSETID: u32 = 4;
+pub const CAP_LINUX_IMMUTABLE: u32 = 9;
 pub const CAP_SYS_ADMIN: u32 = 21;
 
 /// Runs `f` on a thread of its own whose filesystem ids are `uid` and

@@ -75,7 +75,7 @@ pub fn acl_engine(quota: u64) -> Engine {
 }
 
 pub fn rw() -> OpenFlags {
-    OpenFlags { read: true, write: true, truncate: false, exclusive: false }
+    OpenFlags { read: true, write: true, truncate: false, exclusive: false, append: false }
 }
 
 /// Creates `name` in `parent` holding `data`; returns its inode and an open handle.
