@@ -152,9 +152,9 @@ pub fn open_mask(flags: i32) -> u32 {
 /// Checks that `who` may make the change `set` to the node described by
 /// `attr`, and drops set-group-ID from a new mode when the caller may not
 /// keep it (as `chmod(2)` does for a file of a group the caller is not in).
-/// `by_handle`: a size change through an open descriptor, whose write
-/// access was checked when it was opened.
-pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_handle: bool) -> Result<()> {
+/// A size change through an open descriptor (`set.through_handle`) needs
+/// no write permission: that was checked when it was opened.
+pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials) -> Result<()> {
     let owner = who.uid() == attr.uid;
     let owner_or_capable = || owner || who.capable(Capability::Fowner);
     // utimes(NULL) or both UTIME_NOW: the owner or anyone who may write.
@@ -162,7 +162,7 @@ pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials, by_
     if touch && !owner_or_capable() {
         check(attr, who, WRITE)?;
     }
-    if set.size.is_some() && !by_handle {
+    if set.size.is_some() && !set.through_handle {
         check(attr, who, WRITE)?;
     }
     if let Some(uid) = set.uid
@@ -398,62 +398,47 @@ mod tests {
         let mine = file(0o644, 1000, 1000);
         let theirs = file(0o666, 1001, 1001);
         // chown: only with CAP_CHOWN, unless nothing changes.
-        assert_eq!(
-            check_setattr(&mine, &mut change(|s| s.uid = Some(1001)), &ALICE, false),
-            Err(FsError::NotPermitted)
-        );
-        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1000)), &ALICE, false), Ok(()));
-        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1001)), &ROOT, false), Ok(()));
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1001)), &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1000)), &ALICE), Ok(()));
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.uid = Some(1001)), &ROOT), Ok(()));
         // chgrp: the owner, to a group it is in.
-        assert_eq!(check_setattr(&mine, &mut change(|s| s.gid = Some(50)), &ALICE, false), Ok(()));
-        assert_eq!(check_setattr(&mine, &mut change(|s| s.gid = Some(7)), &ALICE, false), Err(FsError::NotPermitted));
-        assert_eq!(
-            check_setattr(&theirs, &mut change(|s| s.gid = Some(1000)), &ALICE, false),
-            Err(FsError::NotPermitted)
-        );
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.gid = Some(50)), &ALICE), Ok(()));
+        assert_eq!(check_setattr(&mine, &mut change(|s| s.gid = Some(7)), &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_setattr(&theirs, &mut change(|s| s.gid = Some(1000)), &ALICE), Err(FsError::NotPermitted));
         // chmod: the owner or CAP_FOWNER.
-        assert_eq!(
-            check_setattr(&theirs, &mut change(|s| s.mode = Some(0o600)), &ALICE, false),
-            Err(FsError::NotPermitted)
-        );
-        assert_eq!(check_setattr(&theirs, &mut change(|s| s.mode = Some(0o600)), &ROOT, false), Ok(()));
+        assert_eq!(check_setattr(&theirs, &mut change(|s| s.mode = Some(0o600)), &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_setattr(&theirs, &mut change(|s| s.mode = Some(0o600)), &ROOT), Ok(()));
         // Set-group-ID kept only by a member of the group (or CAP_FSETID).
         let mut s = change(|s| s.mode = Some(0o2755));
-        assert_eq!(check_setattr(&file(0o755, 1000, 7), &mut s, &ALICE, false), Ok(()));
+        assert_eq!(check_setattr(&file(0o755, 1000, 7), &mut s, &ALICE), Ok(()));
         assert_eq!(s.mode, Some(0o755));
         let mut s = change(|s| s.mode = Some(0o2755));
-        assert_eq!(check_setattr(&file(0o755, 1000, 50), &mut s, &ALICE, false), Ok(()));
+        assert_eq!(check_setattr(&file(0o755, 1000, 50), &mut s, &ALICE), Ok(()));
         assert_eq!(s.mode, Some(0o2755));
         // Explicit times: the owner only; "now": anyone who may write.
         let explicit = |s: &mut SetAttr| s.mtime = Some(SetTime::At(Timestamp::default()));
         let now = |s: &mut SetAttr| (s.atime, s.mtime) = (Some(SetTime::Now), Some(SetTime::Now));
-        assert_eq!(check_setattr(&theirs, &mut change(explicit), &ALICE, false), Err(FsError::NotPermitted));
-        assert_eq!(check_setattr(&theirs, &mut change(now), &ALICE, false), Ok(()));
-        assert_eq!(
-            check_setattr(&file(0o644, 1001, 1001), &mut change(now), &ALICE, false),
-            Err(FsError::AccessDenied)
-        );
-        assert_eq!(check_setattr(&mine, &mut change(explicit), &ALICE, false), Ok(()));
+        assert_eq!(check_setattr(&theirs, &mut change(explicit), &ALICE), Err(FsError::NotPermitted));
+        assert_eq!(check_setattr(&theirs, &mut change(now), &ALICE), Ok(()));
+        assert_eq!(check_setattr(&file(0o644, 1001, 1001), &mut change(now), &ALICE), Err(FsError::AccessDenied));
+        assert_eq!(check_setattr(&mine, &mut change(explicit), &ALICE), Ok(()));
         // chown of a set-user-ID (or executable set-group-ID) file clears
         // the bit: the owner's rights (or CAP_FOWNER) are needed as well.
         let chown_only: &[Capability] = &[Capability::Chown, Capability::Fsetid];
         let chowner = Who { uid: 0, groups: &[0], caps: chown_only };
         for perm in [0o4755, 0o2755] {
             let f = file(perm, 5, 5);
-            assert_eq!(
-                check_setattr(&f, &mut change(|s| s.uid = Some(6)), &chowner, false),
-                Err(FsError::NotPermitted)
-            );
-            assert_eq!(check_setattr(&f, &mut change(|s| s.uid = Some(6)), &ROOT, false), Ok(()));
+            assert_eq!(check_setattr(&f, &mut change(|s| s.uid = Some(6)), &chowner), Err(FsError::NotPermitted));
+            assert_eq!(check_setattr(&f, &mut change(|s| s.uid = Some(6)), &ROOT), Ok(()));
         }
-        assert_eq!(check_setattr(&file(0o2745, 5, 5), &mut change(|s| s.gid = Some(6)), &chowner, false), Ok(()));
-        assert_eq!(check_setattr(&file(0o755, 5, 5), &mut change(|s| s.uid = Some(6)), &chowner, false), Ok(()));
+        assert_eq!(check_setattr(&file(0o2745, 5, 5), &mut change(|s| s.gid = Some(6)), &chowner), Ok(()));
+        assert_eq!(check_setattr(&file(0o755, 5, 5), &mut change(|s| s.uid = Some(6)), &chowner), Ok(()));
         // chown(f, -1, -1) arrives empty: it clears the bits too, so only the
         // owner, CAP_FOWNER, or a caller who may write the file (the same
         // request clears them before a writer's fallocate) gets it.
         for perm in [0o4755, 0o6755, 0o2755] {
             let f = file(perm, 1001, 1001);
-            assert_eq!(check_setattr(&f, &mut change(|_| ()), &ALICE, false), Err(FsError::NotPermitted), "{perm:o}");
+            assert_eq!(check_setattr(&f, &mut change(|_| ()), &ALICE), Err(FsError::NotPermitted), "{perm:o}");
             assert_eq!(check_chown_clears(&f, &SetAttr::default(), &ALICE), Err(FsError::NotPermitted), "{perm:o}");
             assert_eq!(check_chown_clears(&f, &SetAttr::default(), &BOB), Ok(()), "the owner");
             assert_eq!(check_chown_clears(&f, &SetAttr::default(), &ROOT), Ok(()), "CAP_FOWNER");
@@ -472,11 +457,9 @@ mod tests {
         assert_eq!(check_chown_clears(&file(0o755, 1001, 1001), &SetAttr::default(), &ALICE), Ok(()));
         // Truncating by name needs write permission; through a descriptor it was checked at open.
         let trunc = |s: &mut SetAttr| s.size = Some(0);
-        assert_eq!(
-            check_setattr(&file(0o444, 1000, 1000), &mut change(trunc), &ALICE, false),
-            Err(FsError::AccessDenied)
-        );
-        assert_eq!(check_setattr(&file(0o444, 1000, 1000), &mut change(trunc), &ALICE, true), Ok(()));
+        assert_eq!(check_setattr(&file(0o444, 1000, 1000), &mut change(trunc), &ALICE), Err(FsError::AccessDenied));
+        let ftrunc = |s: &mut SetAttr| *s = SetAttr { size: Some(0), through_handle: true, ..SetAttr::default() };
+        assert_eq!(check_setattr(&file(0o444, 1000, 1000), &mut change(ftrunc), &ALICE), Ok(()));
     }
 
     #[test]

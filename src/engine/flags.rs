@@ -79,9 +79,8 @@ impl InodeFlags {
     }
 
     /// Whether the changes `set` makes are refused (`notify_change`,
-    /// `setattr_prepare`, `vfs_truncate` and `do_ftruncate`):
-    /// `through_handle` is a truncate of an open descriptor.
-    pub(crate) fn check_setattr(self, set: &SetAttr, through_handle: bool) -> Result<()> {
+    /// `setattr_prepare`, `vfs_truncate` and `do_ftruncate`).
+    pub(crate) fn check_setattr(self, set: &SetAttr) -> Result<()> {
         let explicit_time = |t: Option<SetTime>| matches!(t, Some(SetTime::At(_)));
         let changes_meta = set.mode.is_some()
             || set.uid.is_some()
@@ -91,7 +90,7 @@ impl InodeFlags {
         let touches = set.atime.is_some() || set.mtime.is_some();
         let refused = (self.fixed() && changes_meta)
             || (self.immutable() && touches)
-            || (set.size.is_some() && (self.append_only() || (self.immutable() && !through_handle)));
+            || (set.size.is_some() && (self.append_only() || (self.immutable() && !set.through_handle)));
         if refused { Err(FsError::NotPermitted) } else { Ok(()) }
     }
 
@@ -203,17 +202,18 @@ mod tests {
         let touch = SetAttr { atime: Some(SetTime::Now), mtime: Some(SetTime::Now), ..Default::default() };
         let utime = SetAttr { atime: Some(at), mtime: Some(at), ..Default::default() };
         let truncate = SetAttr { size: Some(0), ..Default::default() };
+        let ftruncate = SetAttr { through_handle: true, ..truncate };
         for f in [i, a] {
-            assert_eq!(f.check_setattr(&chmod, false), refused);
-            assert_eq!(f.check_setattr(&utime, false), refused);
-            assert_eq!(f.check_setattr(&truncate, false), refused);
-            assert!(f.check_setattr(&SetAttr::default(), false).is_ok(), "chown(f, -1, -1)");
+            assert_eq!(f.check_setattr(&chmod), refused);
+            assert_eq!(f.check_setattr(&utime), refused);
+            assert_eq!(f.check_setattr(&truncate), refused);
+            assert!(f.check_setattr(&SetAttr::default()).is_ok(), "chown(f, -1, -1)");
         }
-        assert_eq!(i.check_setattr(&touch, false), refused);
-        assert!(a.check_setattr(&touch, false).is_ok());
-        assert!(i.check_setattr(&truncate, true).is_ok(), "ftruncate of a descriptor opened before");
-        assert_eq!(a.check_setattr(&truncate, true), refused);
-        assert!(flags(InodeFlags::NODUMP | InodeFlags::NOATIME).check_setattr(&chmod, false).is_ok());
+        assert_eq!(i.check_setattr(&touch), refused);
+        assert!(a.check_setattr(&touch).is_ok());
+        assert!(i.check_setattr(&ftruncate).is_ok(), "ftruncate of a descriptor opened before");
+        assert_eq!(a.check_setattr(&ftruncate), refused);
+        assert!(flags(InodeFlags::NODUMP | InodeFlags::NOATIME).check_setattr(&chmod).is_ok());
     }
 
     #[test]

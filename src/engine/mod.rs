@@ -374,7 +374,7 @@ impl Engine {
         if st.freed {
             return Err(FsError::NotFound);
         }
-        st.flags().check_setattr(set, set.through_handle)?;
+        st.flags().check_setattr(set)?;
         let now = Timestamp::now();
         if let Some(size) = set.size {
             if size > MAX_FILE_SIZE {

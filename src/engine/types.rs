@@ -182,9 +182,9 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     /// New change time (otherwise set to now when anything changes).
     pub ctime: Option<Timestamp>,
-    /// Asked through an open descriptor (`ftruncate`, `futimens`), not a
-    /// path: an immutable file opened for writing before it became
-    /// immutable may still be truncated that way.
+    /// Asked through an open descriptor, not a path (the kernel names the
+    /// descriptor for `ftruncate` only): an immutable file opened for
+    /// writing before it became immutable may still be truncated that way.
     pub through_handle: bool,
 }
 

@@ -544,7 +544,7 @@ impl Filesystem for FuseFs {
                 caller(req)
             };
             let checked = match self.creds(req) {
-                Some(c) => self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c, fh.is_some())),
+                Some(c) => self.engine.getattr(i).and_then(|a| access::check_setattr(&a, &mut set, &c)),
                 // Where the kernel checks, it still leaves this one to us.
                 None if chown => {
                     let c = RequestCreds::new(req.uid(), req.gid(), req.pid());
