@@ -555,10 +555,10 @@ fn inode_flags_fix_entries_and_refusals_change_nothing() {
     let (a, _) = e.create(d, b"a", 0o644, rw(), &ROOT).unwrap();
     let (b, _) = e.create(Ino::ROOT, b"b", 0o644, rw(), &ROOT).unwrap();
     let l = e.symlink(Ino::ROOT, b"l", b"b", &ROOT).unwrap().ino;
-    assert_eq!(e.set_inode_flags(l, flags(InodeFlags::NODUMP)), Err(FsError::NotSupported));
+    assert_eq!(e.set_inode_flags(l, flags(InodeFlags::NODUMP), |_| Ok(())), Err(FsError::NotSupported));
     assert_eq!(e.inode_flags(l), Ok(InodeFlags::default()));
 
-    e.set_inode_flags(a.ino, flags(InodeFlags::APPEND)).unwrap();
+    e.set_inode_flags(a.ino, flags(InodeFlags::APPEND), |_| Ok(())).unwrap();
     assert_eq!(e.getattr(a.ino).unwrap().flags, flags(InodeFlags::APPEND));
     let exchange = e.rename(d, b"a", Ino::ROOT, b"b", RenameMode::Exchange);
     assert_eq!(exchange, Err(FsError::NotPermitted), "the fixed side of an exchange");
@@ -567,18 +567,22 @@ fn inode_flags_fix_entries_and_refusals_change_nothing() {
     assert_eq!(e.lookup(d, b"a").unwrap().ino, a.ino);
     assert_eq!(e.lookup(Ino::ROOT, b"b").unwrap().ino, b.ino);
 
-    e.set_inode_flags(a.ino, flags(0)).unwrap();
-    e.set_inode_flags(d, flags(InodeFlags::IMMUTABLE)).unwrap();
+    e.set_inode_flags(a.ino, flags(0), |_| Ok(())).unwrap();
+    e.set_inode_flags(d, flags(InodeFlags::IMMUTABLE), |_| Ok(())).unwrap();
+    // The caller's check sees the flags it would change, and its refusal keeps them.
+    let refuse_fixed = |a: &scratchfs::Attr| if a.flags.fixed() { Err(FsError::NotPermitted) } else { Ok(()) };
+    assert_eq!(e.set_inode_flags(d, flags(0), refuse_fixed), Err(FsError::NotPermitted));
+    assert_eq!(e.inode_flags(d), Ok(flags(InodeFlags::IMMUTABLE)));
     let used = e.stats().used_bytes;
     let whiteout = e.rename_whiteout(d, b"a", Ino::ROOT, b"c", false, &ROOT);
     assert_eq!(whiteout, Err(FsError::NotPermitted));
     assert_eq!(e.mknod(d, b"p", libc::S_IFIFO | 0o644, 0, &ROOT), Err(FsError::NotPermitted));
     assert_eq!(e.link(b.ino, d, b"b2"), Err(FsError::NotPermitted));
     assert_eq!(e.stats().used_bytes, used, "refusals hold nothing");
-    e.set_inode_flags(d, flags(InodeFlags::APPEND)).unwrap();
+    e.set_inode_flags(d, flags(InodeFlags::APPEND), |_| Ok(())).unwrap();
     e.link(b.ino, d, b"b2").unwrap();
     assert_eq!(e.unlink(d, b"b2"), Err(FsError::NotPermitted), "an append-only directory keeps its entries");
-    e.set_inode_flags(d, flags(0)).unwrap();
+    e.set_inode_flags(d, flags(0), |_| Ok(())).unwrap();
     e.unlink(d, b"b2").unwrap();
     invariants(&e);
 }

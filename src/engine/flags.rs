@@ -22,7 +22,7 @@
 //! - *No-atime*: reads never move the access time. *No-dump* is only kept.
 
 use super::node::NodeState;
-use super::types::{Fallocate, Ino, OpenFlags, SetAttr, SetTime, Timestamp};
+use super::types::{Attr, Fallocate, Ino, OpenFlags, SetAttr, SetTime, Timestamp};
 use super::{Engine, FsError, Result};
 
 /// The inode flags a node keeps, in Linux's `FS_*_FL` numbering (the
@@ -143,10 +143,12 @@ impl Engine {
     }
 
     /// Sets the inode flags of `ino` (a file or directory) to `flags` and
-    /// its change time to now. Who may is the caller's to decide: the
-    /// owner or `CAP_FOWNER`, and `CAP_LINUX_IMMUTABLE` to change
-    /// immutable or append-only.
-    pub fn set_inode_flags(&self, ino: Ino, flags: InodeFlags) -> Result<()> {
+    /// its change time to now, if `may` allows it given the node's
+    /// attributes, flags included (asked under the node's lock). Who may is
+    /// the caller's to decide: the owner or `CAP_FOWNER`, and
+    /// `CAP_LINUX_IMMUTABLE` to change immutable or append-only
+    /// ([`access::check_set_flags`](super::access::check_set_flags)).
+    pub fn set_inode_flags(&self, ino: Ino, flags: InodeFlags, may: impl FnOnce(&Attr) -> Result<()>) -> Result<()> {
         let node = self.node(ino)?;
         let mut st = node.state.write();
         if st.freed {
@@ -155,6 +157,7 @@ impl Engine {
         if !matches!(node.kind, super::FileKind::RegularFile | super::FileKind::Directory) {
             return Err(FsError::NotSupported);
         }
+        may(&st.attr(ino, node.kind))?;
         st.meta.flags = flags;
         st.meta.ctime = Timestamp::now();
         Ok(())

@@ -1024,8 +1024,7 @@ impl Filesystem for FuseFs {
                 // checked again here, as every other change is.
                 let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
                 let r = InodeFlags::from_bits(bits).ok_or(FsError::NotSupported).and_then(|new| {
-                    access::check_set_flags(&self.engine.getattr(ino(i))?, new, &who)?;
-                    self.engine.set_inode_flags(ino(i), new)
+                    self.engine.set_inode_flags(ino(i), new, |a| access::check_set_flags(a, new, &who))
                 });
                 match r {
                     Ok(()) => {
