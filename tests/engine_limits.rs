@@ -11,7 +11,7 @@ use scratchfs::{
     StoragePolicy, WriteOptions, XattrSet,
 };
 
-const W: WriteOptions = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: false };
+const W: WriteOptions = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: false, appending: false };
 
 fn is_quota(r: &Result<impl std::fmt::Debug, FsError>) -> bool {
     matches!(r, Err(FsError::NoSpace(NoSpaceCause::Quota { .. })))
@@ -430,7 +430,7 @@ fn a_write_refused_while_a_deleted_file_is_pending_fits_once_it_is_released() {
     e.withdraw_refusal(&cause, false);
     assert_eq!(e.stats().refusals.quota, 0);
     // A page-cache writeback write's refusal is also counted as late.
-    let late = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: true };
+    let late = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: true, appending: false };
     let Err(FsError::NoSpace(cause)) = e.write(new, 0, &[2u8; 3 << 20], late) else { panic!("expected a refusal") };
     assert_eq!((e.stats().refusals.quota, e.stats().refusals.late), (1, 1));
     e.withdraw_refusal(&cause, true);

@@ -10,7 +10,7 @@ use common::*;
 
 use scratchfs::{Fallocate, FsError, Ino, NoSpaceCause, Seek, Shape, StoragePolicy, WriteOptions};
 
-const W: WriteOptions = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: false };
+const W: WriteOptions = WriteOptions { kill_suidgid: false, writer_gid: 0, from_page_cache: false, appending: false };
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()

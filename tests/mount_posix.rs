@@ -2353,6 +2353,89 @@ fn inode_flags(fs: &Fs) -> Transcript {
     read_uncached(&f);
     t.same(format!("cleared: atime moved {}", std::fs::metadata(&f).unwrap().atime() != 1));
 
+    // Found by a differential fuzzer: the rules' order and their corners.
+    let (h, sub) = (fs.path("h"), fs.path("sub"));
+    std::fs::write(&h, b"hello").unwrap();
+    std::fs::create_dir(&sub).unwrap();
+    let a_file = fs.path("a_file");
+    std::fs::write(&a_file, b"x").unwrap();
+    assert_eq!(set_flags(&sub, FS_IMMUTABLE_FL), Ok(0));
+    assert_eq!(set_flags(&a_file, FS_APPEND_FL), Ok(0));
+    // `may_delete` looks at the flags before the kinds: EPERM on tmpfs,
+    // while on FUSE the kernel answers the kinds itself (the engine keeps
+    // tmpfs's order where it decides).
+    let refusals = [
+        ("unlink(immutable dir)", io(std::fs::remove_file(&sub))),
+        ("rmdir(append-only file)", io(std::fs::remove_dir(&a_file))),
+        ("rename(file, over an immutable dir)", io(std::fs::rename(fs.path("v"), &sub))),
+        ("rename(dir, over an append-only file)", io(std::fs::rename(&d, &a_file))),
+    ];
+    for (what, r) in refusals {
+        t.same(format!("{what}: refused {}", r != "ok"));
+        t.differs(format!("{what}: {r}"));
+    }
+    // UTIME_NOW beside UTIME_OMIT is an explicit time, not a touch.
+    let (now, omit) = ((0, libc::UTIME_NOW), (0, libc::UTIME_OMIT));
+    t.same(format!("append-only: utimensat(NOW, OMIT): {}", outcome(utimensat(&a_file, Some([now, omit]), 0))));
+    t.same(format!("append-only: utimensat(OMIT, NOW): {}", outcome(utimensat(&a_file, Some([omit, now]), 0))));
+    // Writing an immutable file is refused before its mode bits are read.
+    let as_other = as_fs_user(1000, 1000, &[], || {
+        outcome(open(&sub.join("new"), libc::O_CREAT | libc::O_WRONLY, 0o644).map(|_| 0))
+    });
+    t.same(format!("another user, create in an immutable dir it may not write: {as_other}"));
+    assert_eq!(set_flags(&sub, 0), Ok(0));
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // An append-only descriptor stays appending: F_SETFL cannot clear
+    // O_APPEND on tmpfs; on scratchfs it can (the kernel does not ask),
+    // and the writes that follow are refused instead.
+    assert_eq!(set_flags(&h, FS_APPEND_FL), Ok(0));
+    let appender = file(&h, libc::O_WRONLY | libc::O_APPEND);
+    // SAFETY: valid fd.
+    let setfl = sys(i64::from(unsafe { libc::fcntl(appender.as_raw_fd(), libc::F_SETFL, 0) }));
+    t.differs(format!("F_SETFL clearing O_APPEND: {}", outcome(setfl)));
+    t.differs(format!("pwrite at 0 after it: {}", io(appender.write_at(b"XX", 0))));
+    let kept = |t: &mut Transcript, what: &str| {
+        read_uncached(&h);
+        let now = std::fs::read(&h).unwrap();
+        t.same(format!("{what}: the existing bytes are still there: {}", now.starts_with(b"hello")));
+    };
+    kept(&mut t, "after F_SETFL");
+    // A shared writable mapping of it: refused by tmpfs, its writeback by scratchfs.
+    let rw_appender = file(&h, libc::O_RDWR | libc::O_APPEND);
+    // SAFETY: a fresh shared mapping of an open file, unmapped below; a store only if it succeeded.
+    let mapped = unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            rw_appender.as_raw_fd(),
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            Err(errno())
+        } else {
+            *(at as *mut u8) = b'Z';
+            let synced = libc::msync(at, 4096, libc::MS_SYNC);
+            libc::munmap(at, 4096);
+            Ok(i64::from(synced))
+        }
+    };
+    t.differs(format!("shared writable mmap: {}", outcome(mapped.map(|_| 0))));
+    kept(&mut t, "after the mapping");
+    assert_eq!(set_flags(&h, 0), Ok(0));
+    // No-dump and no-atime pass to what is made in the directory; the others do not.
+    assert_eq!(set_flags(&sub, FS_NODUMP_FL | FS_NOATIME_FL | FS_APPEND_FL), Ok(0));
+    std::fs::write(sub.join("child"), b"c").unwrap();
+    std::fs::create_dir(sub.join("subdir")).unwrap();
+    t.same(format!(
+        "made in a +dAa dir: file {:?}, dir {:?}",
+        get_flags(&sub.join("child")),
+        get_flags(&sub.join("subdir"))
+    ));
+    assert_eq!(set_flags(&sub, 0), Ok(0));
+    assert_eq!(set_flags(&a_file, 0), Ok(0));
+
     // Who may: the owner, and for immutable only with CAP_LINUX_IMMUTABLE.
     std::os::unix::fs::chown(&f, Some(1000), Some(1000)).unwrap();
     let (owner_nodump, owner_immutable) =

@@ -69,6 +69,11 @@ pub fn check_set_flags(attr: &Attr, new: InodeFlags, who: &impl Credentials) -> 
 /// then the overriding capabilities. `EACCES` otherwise.
 pub fn check(attr: &Attr, who: &impl Credentials, mask: u32) -> Result<()> {
     let mask = mask & (READ | WRITE | EXEC);
+    // `inode_permission`: nobody may write an immutable node (`EPERM`),
+    // whatever the mode says.
+    if mask & WRITE != 0 && attr.flags.immutable() {
+        return Err(FsError::NotPermitted);
+    }
     let mode = u32::from(attr.perm);
     let class = if who.uid() == attr.uid {
         mode >> 6
@@ -103,9 +108,11 @@ pub fn check_sticky(dir: &Attr, victim: &Attr, who: &impl Credentials) -> Result
 }
 
 /// Checks that `who` may write a `user.` extended attribute of the node
-/// described by `attr`, beyond write permission: on a sticky directory, only
-/// its owner or a caller with `CAP_FOWNER` may (`EPERM`).
+/// described by `attr`, beyond write permission: not of an immutable or
+/// append-only node, and on a sticky directory, only its owner or a caller
+/// with `CAP_FOWNER` may (`EPERM`).
 pub fn check_xattr_write(attr: &Attr, who: &impl Credentials) -> Result<()> {
+    attr.flags.check_fixed()?;
     let sticky_dir = attr.kind == FileKind::Directory && attr.perm & S_ISVTX != 0;
     if sticky_dir && who.uid() != attr.uid && !who.capable(Capability::Fowner) {
         return Err(FsError::NotPermitted);
@@ -468,6 +475,19 @@ mod tests {
         assert!(!xattr_needs_permission(b"security.capability"));
         assert!(!xattr_needs_permission(b"system.posix_acl_access"));
         assert!(!xattr_needs_permission(b"trusted.overlay.opaque"));
+    }
+
+    #[test]
+    fn an_immutable_node_refuses_writing_before_its_mode_is_read() {
+        let fl = |bits| InodeFlags::from_bits(bits).unwrap();
+        let immutable = Attr { flags: fl(InodeFlags::IMMUTABLE), ..file(0o600, 1001, 1001) };
+        assert_eq!(check(&immutable, &ALICE, WRITE), Err(FsError::NotPermitted), "not EACCES");
+        assert_eq!(check(&immutable, &ROOT, WRITE), Err(FsError::NotPermitted), "whatever the capabilities");
+        assert_eq!(check(&immutable, &ALICE, READ), Err(FsError::AccessDenied), "reading: the mode decides");
+        assert_eq!(check(&immutable, &BOB, READ), Ok(()));
+        let append_only = Attr { flags: fl(InodeFlags::APPEND), ..file(0o666, 1001, 1001) };
+        assert_eq!(check(&append_only, &ALICE, WRITE), Ok(()), "opening to append is may_open's to judge");
+        assert_eq!(check_xattr_write(&append_only, &ROOT), Err(FsError::NotPermitted), "xattr_permission");
     }
 
     #[test]

@@ -72,6 +72,12 @@ impl InodeFlags {
         self.has(Self::NOATIME)
     }
 
+    /// What a node made in a directory with these flags starts with: its
+    /// no-dump and no-atime, as on tmpfs (`SHMEM_FL_INHERITED`).
+    pub(crate) fn inherited(self) -> InodeFlags {
+        InodeFlags(self.0 & (Self::NODUMP | Self::NOATIME) as u8)
+    }
+
     /// Immutable or append-only: the node's own entries, attributes and
     /// xattrs are fixed.
     pub fn fixed(self) -> bool {
@@ -81,13 +87,11 @@ impl InodeFlags {
     /// Whether the changes `set` makes are refused (`notify_change`,
     /// `setattr_prepare`, `vfs_truncate` and `do_ftruncate`).
     pub(crate) fn check_setattr(self, set: &SetAttr) -> Result<()> {
-        let explicit_time = |t: Option<SetTime>| matches!(t, Some(SetTime::At(_)));
-        let changes_meta = set.mode.is_some()
-            || set.uid.is_some()
-            || set.gid.is_some()
-            || explicit_time(set.atime)
-            || explicit_time(set.mtime);
+        // `vfs_utimes`: only both times to now (or NULL) is a touch; any
+        // other change of times is explicit, one of them omitted included.
         let touches = set.atime.is_some() || set.mtime.is_some();
+        let touch = set.atime == Some(SetTime::Now) && set.mtime == Some(SetTime::Now);
+        let changes_meta = set.mode.is_some() || set.uid.is_some() || set.gid.is_some() || (touches && !touch);
         let refused = (self.fixed() && changes_meta)
             || (self.immutable() && touches)
             || (set.size.is_some() && (self.append_only() || (self.immutable() && !set.through_handle)));
@@ -203,6 +207,7 @@ mod tests {
         let refused = Err(FsError::NotPermitted);
         let chmod = SetAttr { mode: Some(0o600), ..Default::default() };
         let touch = SetAttr { atime: Some(SetTime::Now), mtime: Some(SetTime::Now), ..Default::default() };
+        let now_and_omit = SetAttr { mtime: Some(SetTime::Now), ..Default::default() };
         let utime = SetAttr { atime: Some(at), mtime: Some(at), ..Default::default() };
         let truncate = SetAttr { size: Some(0), ..Default::default() };
         let ftruncate = SetAttr { through_handle: true, ..truncate };
@@ -214,6 +219,7 @@ mod tests {
         }
         assert_eq!(i.check_setattr(&touch), refused);
         assert!(a.check_setattr(&touch).is_ok());
+        assert_eq!(a.check_setattr(&now_and_omit), refused, "UTIME_NOW beside UTIME_OMIT is explicit");
         assert!(i.check_setattr(&ftruncate).is_ok(), "ftruncate of a descriptor opened before");
         assert_eq!(a.check_setattr(&ftruncate), refused);
         assert!(flags(InodeFlags::NODUMP | InodeFlags::NOATIME).check_setattr(&chmod).is_ok());

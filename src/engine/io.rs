@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::handles::HANDLE_COST;
+use super::handles::{HANDLE_COST, Handle};
 use super::node::{Content, Node, NodeState};
 use super::quota::Reservation;
 use super::stats::{bump, drop_one};
@@ -62,6 +62,19 @@ impl Engine {
         drop(st);
         let charged = handle_charge.map(Reservation::keep).is_some();
         Ok(self.handles.open(node.clone(), flags, charged))
+    }
+
+    /// `setfl` and `do_mmap` keep a descriptor of an append-only file that
+    /// was opened with `O_APPEND` appending: the kernel cannot stop a FUSE
+    /// file's `F_SETFL` from clearing the flag, nor a shared writable
+    /// mapping of it, so their writes, which arrive without `O_APPEND`, are
+    /// refused here instead. (A descriptor opened without it before the
+    /// file became append-only writes anywhere, as on tmpfs.)
+    fn check_append(handle: &Handle, st: &NodeState, opts: WriteOptions) -> Result<()> {
+        if handle.flags.append && !opts.appending && st.flags().append_only() {
+            return Err(FsError::NotPermitted);
+        }
+        Ok(())
     }
 
     fn handle_node(&self, fh: Fh) -> Result<Arc<Node>> {
@@ -193,7 +206,8 @@ impl Engine {
         opts: WriteOptions,
         accepted: impl FnOnce(u32, bool),
     ) -> Result<u32> {
-        let node = self.handle_node(fh)?;
+        let handle = self.handles.get(fh).ok_or(FsError::BadHandle)?;
+        let node = &handle.node;
         let len = data.len() as u64;
         off.checked_add(len).filter(|&end| end <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
         let len32 = u32::try_from(data.len()).map_err(|_| FsError::InvalidArgument)?;
@@ -201,8 +215,9 @@ impl Engine {
             return Ok(0);
         }
         let mut st = node.state.write();
-        let result =
-            self.write_locked(&mut st, node.ino, off, data, opts, |mode_changed| accepted(len32, mode_changed));
+        let result = Self::check_append(&handle, &st, opts).and_then(|()| {
+            self.write_locked(&mut st, node.ino, off, data, opts, |mode_changed| accepted(len32, mode_changed))
+        });
         if result.is_err() && opts.from_page_cache {
             self.late_refusal();
         }

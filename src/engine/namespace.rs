@@ -7,7 +7,7 @@ use super::acl;
 use super::dir::Dir;
 use super::node::{Content, DENTRY_COST, DIR_INDEX_COST, Meta, NODE_COST, Node, NodeState, TARGET_OVERHEAD};
 use super::stats::bump;
-use super::types::{Attr, Caller, FileKind, Ino, InodeFlags, OpenFlags, RenameMode, Timestamp};
+use super::types::{Attr, Caller, FileKind, Ino, OpenFlags, RenameMode, Timestamp};
 use super::xattr::Xattrs;
 use super::{Engine, FsError, Result};
 use crate::storage::FileData;
@@ -156,7 +156,7 @@ impl Engine {
             atime: now,
             mtime: now,
             ctime: now,
-            flags: InodeFlags::default(),
+            flags: pst.flags().inherited(),
         };
         let state = NodeState {
             meta,
@@ -378,18 +378,19 @@ impl Engine {
         let pnode = self.dir_node(parent)?;
         let mut pst = pnode.state.write();
         let entry = pst.dir().and_then(|d| d.get(name)).ok_or(FsError::NotFound)?;
-        pst.flags().check_remove_entry()?;
-        let is_dir = entry.kind == FileKind::Directory;
-        match (want_dir, is_dir) {
-            (true, false) => return Err(FsError::NotDir),
-            (false, true) => return Err(FsError::IsDir),
-            _ => {}
-        }
         let child = self.node(entry.ino)?;
         let now = Timestamp::now();
         {
             let mut cst = child.state.write();
+            // `may_delete`: the flags before the kinds.
+            pst.flags().check_remove_entry()?;
             cst.flags().check_fixed()?;
+            let is_dir = entry.kind == FileKind::Directory;
+            match (want_dir, is_dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                _ => {}
+            }
             if cst.dir().is_some_and(|d| !d.is_empty()) {
                 return Err(FsError::NotEmpty);
             }
@@ -507,18 +508,11 @@ impl Engine {
             // The target contains the source: not empty, or a loop when exchanging.
             return Err(if mode == RenameMode::Exchange { FsError::InvalidArgument } else { FsError::NotEmpty });
         }
-        if mode != RenameMode::Exchange && dst.is_some() {
-            if src_dir && !dst_dir {
-                return Err(FsError::NotDir);
-            }
-            if !src_dir && dst_dir {
-                return Err(FsError::IsDir);
-            }
-        }
         let src_node = self.node(src.0)?;
         let dst_node = dst.map(|d| self.node(d.0)).transpose()?;
         let (mut sst, mut dst_st) = lock_children(&src_node, dst_node.as_deref());
-        // `may_delete` of the source and of a target, `may_create` otherwise.
+        // `may_delete` of the source and of a target (their flags before
+        // their kinds), `may_create` otherwise.
         parents.old_parent().flags().check_remove_entry()?;
         sst.flags().check_fixed()?;
         match dst_st.as_ref() {
@@ -527,6 +521,14 @@ impl Engine {
                 d.flags().check_fixed()?;
             }
             None => parents.new_parent().flags().check_add_entry()?,
+        }
+        if mode != RenameMode::Exchange && dst.is_some() {
+            if src_dir && !dst_dir {
+                return Err(FsError::NotDir);
+            }
+            if !src_dir && dst_dir {
+                return Err(FsError::IsDir);
+            }
         }
         if mode != RenameMode::Exchange && dst_st.as_ref().is_some_and(|d| d.dir().is_some_and(|d| !d.is_empty())) {
             return Err(FsError::NotEmpty);
@@ -628,7 +630,7 @@ impl Engine {
             atime: now,
             mtime: now,
             ctime: now,
-            flags: InodeFlags::default(),
+            flags: pst.flags().inherited(),
         };
         let state = NodeState {
             meta,

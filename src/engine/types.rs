@@ -302,6 +302,9 @@ pub struct WriteOptions {
     /// The data comes from page-cache writeback (a shared mmap): a refusal
     /// here reaches no `write(2)` caller, so it is counted separately.
     pub from_page_cache: bool,
+    /// The descriptor has `O_APPEND` now (each WRITE carries the
+    /// descriptor's current flags; page-cache writeback carries none).
+    pub appending: bool,
 }
 
 /// A directory entry as `readdir` returns it.

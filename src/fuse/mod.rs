@@ -731,7 +731,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: FuseOpenFlags,
+        flags: FuseOpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -741,6 +741,7 @@ impl Filesystem for FuseFs {
                 kill_suidgid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
                 writer_gid: req.gid(),
                 from_page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
+                appending: flags.0 & libc::O_APPEND != 0,
             };
             let notifier = opts.from_page_cache.then(|| self.notifier.clone());
             // A write that clears set-ID bits changes the mode, which the
