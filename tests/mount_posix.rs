@@ -73,6 +73,7 @@ cases! {
     privilege_bits_cleared,
     readdir_100k_entries_while_modified,
     inode_flags,
+    write_through_a_descriptor_the_mode_no_longer_allows,
 }
 
 // --- running a case --------------------------------------------------------------
@@ -2447,5 +2448,33 @@ fn inode_flags(fs: &Fs) -> Transcript {
     t.same(format!("root without CAP_LINUX_IMMUTABLE: +a {}", outcome(root_without)));
     t.same(format!("flags {:?}", get_flags(&f)));
     assert_eq!(set_flags(&f, 0), Ok(0));
+    t
+}
+
+/// A descriptor opened for writing keeps writing after the mode stops
+/// allowing its caller to: the kernel clears the set-group-ID bit first
+/// (an empty SETATTR from the writer, who no longer may write by the mode),
+/// and that must not fail the write. Another user may still not clear the
+/// bits by `chown(f, -1, -1)` once no descriptor writes.
+fn write_through_a_descriptor_the_mode_no_longer_allows(fs: &Fs) -> Transcript {
+    let mut t = Transcript::default();
+    let p = fs.path("f");
+    std::fs::write(&p, b"hello").unwrap();
+    let chmod = |mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o666);
+    let f = as_fs_user(1000, 1000, &[], || file(&p, libc::O_RDWR));
+    chmod(0o2755);
+    let wrote = as_fs_user(1000, 1000, &[], || io(f.write_at(b"J", 0)));
+    let mode = || std::fs::metadata(&p).unwrap().mode() & 0o7777;
+    t.same(format!("write through it: {wrote}; mode now {:o}", mode()));
+    chmod(0o2755);
+    let fallocated = as_fs_user(1000, 1000, &[], || outcome(fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 0, 8)));
+    t.same(format!("fallocate through it: {fallocated}; mode now {:o}", mode()));
+    drop(f);
+    read_uncached(&p);
+    t.same(format!("contents {:?}", String::from_utf8_lossy(&std::fs::read(&p).unwrap())));
+    chmod(0o2755);
+    let chowned = as_fs_user(2000, 2000, &[], || io(std::os::unix::fs::chown(&p, None, None)));
+    t.same(format!("chown(-1, -1) by another user who may not write: {chowned}; mode now {:o}", mode()));
     t
 }

@@ -83,6 +83,12 @@ impl Handles {
         Some(handle)
     }
 
+    /// Whether some handle open for writing refers to `ino` (a walk of every
+    /// open handle: for rare checks only).
+    pub(crate) fn any_writer(&self, ino: super::Ino) -> bool {
+        self.shards.iter().any(|s| s.read().values().any(|h| h.node.ino == ino && h.flags.write))
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }

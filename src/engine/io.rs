@@ -77,6 +77,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `ino` is open for writing through some handle. Walks every
+    /// open handle: meant for rare checks.
+    pub fn open_for_writing(&self, ino: Ino) -> bool {
+        self.handles.any_writer(ino)
+    }
+
     fn handle_node(&self, fh: Fh) -> Result<Arc<Node>> {
         self.handles.get(fh).map(|h| h.node).ok_or(FsError::BadHandle)
     }
