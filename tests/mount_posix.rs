@@ -2389,6 +2389,7 @@ fn inode_flags(fs: &Fs) -> Transcript {
     // An append-only descriptor stays appending: F_SETFL cannot clear
     // O_APPEND on tmpfs; on scratchfs it can (the kernel does not ask),
     // and the writes that follow are refused instead.
+    let opened_before = file(&h, libc::O_RDWR);
     assert_eq!(set_flags(&h, FS_APPEND_FL), Ok(0));
     let appender = file(&h, libc::O_WRONLY | libc::O_APPEND);
     // SAFETY: valid fd.
@@ -2401,29 +2402,28 @@ fn inode_flags(fs: &Fs) -> Transcript {
         t.same(format!("{what}: the existing bytes are still there: {}", now.starts_with(b"hello")));
     };
     kept(&mut t, "after F_SETFL");
-    // A shared writable mapping of it: refused by tmpfs, its writeback by scratchfs.
+    // A shared writable mapping of it, through either descriptor: refused by
+    // tmpfs, its writeback by scratchfs (the kernel writes back through
+    // whichever writable descriptor it picks).
     let rw_appender = file(&h, libc::O_RDWR | libc::O_APPEND);
-    // SAFETY: a fresh shared mapping of an open file, unmapped below; a store only if it succeeded.
-    let mapped = unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            rw_appender.as_raw_fd(),
-            0,
-        );
-        if at == libc::MAP_FAILED {
-            Err(errno())
-        } else {
-            *(at as *mut u8) = b'Z';
-            let synced = libc::msync(at, 4096, libc::MS_SYNC);
-            libc::munmap(at, 4096);
-            Ok(i64::from(synced))
-        }
-    };
-    t.differs(format!("shared writable mmap: {}", outcome(mapped.map(|_| 0))));
-    kept(&mut t, "after the mapping");
+    for (which, f) in [("opened with O_APPEND", &rw_appender), ("opened before the flag", &opened_before)] {
+        // SAFETY: a fresh shared mapping of an open file, unmapped below; a store only if it succeeded.
+        let mapped = unsafe {
+            let (rw, shared) = (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED);
+            let at = libc::mmap(std::ptr::null_mut(), 4096, rw, shared, f.as_raw_fd(), 0);
+            if at == libc::MAP_FAILED {
+                Err(errno())
+            } else {
+                *(at as *mut u8) = b'Z';
+                let synced = libc::msync(at, 4096, libc::MS_SYNC);
+                libc::munmap(at, 4096);
+                Ok(i64::from(synced))
+            }
+        };
+        t.differs(format!("shared writable mmap, {which}: {}", outcome(mapped.map(|_| 0))));
+        kept(&mut t, &format!("after the mapping {which}"));
+    }
+    t.same(format!("opened before the flag: pwrite at 3: {}", io(opened_before.write_at(b"YY", 3))));
     assert_eq!(set_flags(&h, 0), Ok(0));
     // No-dump and no-atime pass to what is made in the directory; the others do not.
     assert_eq!(set_flags(&sub, FS_NODUMP_FL | FS_NOATIME_FL | FS_APPEND_FL), Ok(0));

@@ -64,14 +64,17 @@ impl Engine {
         Ok(self.handles.open(node.clone(), flags, charged))
     }
 
-    /// `setfl` and `do_mmap` keep a descriptor of an append-only file that
-    /// was opened with `O_APPEND` appending: the kernel cannot stop a FUSE
-    /// file's `F_SETFL` from clearing the flag, nor a shared writable
-    /// mapping of it, so their writes, which arrive without `O_APPEND`, are
-    /// refused here instead. (A descriptor opened without it before the
-    /// file became append-only writes anywhere, as on tmpfs.)
+    /// `setfl` and `do_mmap` keep an append-only file appended to: the
+    /// kernel cannot stop a FUSE file's `F_SETFL` from clearing `O_APPEND`
+    /// on a descriptor, nor a shared writable mapping of the file, so what
+    /// they would write is refused here instead: a write without `O_APPEND`
+    /// through a descriptor opened with it, and any page-cache writeback
+    /// (which the kernel sends through whichever writable descriptor it
+    /// picks). A descriptor opened without `O_APPEND` before the file
+    /// became append-only still writes anywhere, as on tmpfs.
     fn check_append(handle: &Handle, st: &NodeState, opts: WriteOptions) -> Result<()> {
-        if handle.flags.append && !opts.appending && st.flags().append_only() {
+        let unappending = handle.flags.append && !opts.appending;
+        if st.flags().append_only() && (unappending || opts.from_page_cache) {
             return Err(FsError::NotPermitted);
         }
         Ok(())
