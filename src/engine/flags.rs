@@ -17,8 +17,9 @@
 //!   to now is allowed), linked, renamed or removed, or have its xattrs
 //!   changed or its range punched; an append-only directory takes new
 //!   entries but loses none.
-//! - Neither stops a descriptor opened before the flag was set from
-//!   writing (nor, for immutable, `ftruncate`), as on tmpfs.
+//! - Immutable does not stop a descriptor opened before the flag was set
+//!   from writing or `ftruncate`, as on tmpfs; append-only lets every
+//!   descriptor append only (`Engine::check_append` in io.rs says why).
 //! - *No-atime*: reads never move the access time. *No-dump* is only kept.
 
 use super::node::NodeState;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::handles::{HANDLE_COST, Handle};
+use super::handles::HANDLE_COST;
 use super::node::{Content, Node, NodeState};
 use super::quota::Reservation;
 use super::stats::{bump, drop_one};
@@ -64,17 +64,16 @@ impl Engine {
         Ok(self.handles.open(node.clone(), flags, charged))
     }
 
-    /// `setfl` and `do_mmap` keep an append-only file appended to: the
-    /// kernel cannot stop a FUSE file's `F_SETFL` from clearing `O_APPEND`
-    /// on a descriptor, nor a shared writable mapping of the file, so what
-    /// they would write is refused here instead: a write without `O_APPEND`
-    /// through a descriptor opened with it, and any page-cache writeback
-    /// (which the kernel sends through whichever writable descriptor it
-    /// picks). A descriptor opened without `O_APPEND` before the file
-    /// became append-only still writes anywhere, as on tmpfs.
-    fn check_append(handle: &Handle, st: &NodeState, opts: WriteOptions) -> Result<()> {
-        let unappending = handle.flags.append && !opts.appending;
-        if st.flags().append_only() && (unappending || opts.from_page_cache) {
+    /// An append-only file takes only appends: a WRITE without `O_APPEND`
+    /// (each carries its descriptor's current flags; page-cache writeback
+    /// carries none) is refused. Linux checks at open, `F_SETFL` and `mmap`
+    /// instead, and FUSE never asks the daemon about the last two, so a
+    /// descriptor could drop `O_APPEND` or map the file and overwrite it;
+    /// this rule keeps every byte already there. It is stricter than tmpfs
+    /// for one case: a descriptor opened without `O_APPEND` before the
+    /// file became append-only, which tmpfs lets write anywhere.
+    fn check_append(st: &NodeState, opts: WriteOptions) -> Result<()> {
+        if st.flags().append_only() && !opts.appending {
             return Err(FsError::NotPermitted);
         }
         Ok(())
@@ -215,8 +214,7 @@ impl Engine {
         opts: WriteOptions,
         accepted: impl FnOnce(u32, bool),
     ) -> Result<u32> {
-        let handle = self.handles.get(fh).ok_or(FsError::BadHandle)?;
-        let node = &handle.node;
+        let node = self.handle_node(fh)?;
         let len = data.len() as u64;
         off.checked_add(len).filter(|&end| end <= MAX_FILE_SIZE).ok_or(FsError::FileTooLarge)?;
         let len32 = u32::try_from(data.len()).map_err(|_| FsError::InvalidArgument)?;
@@ -224,7 +222,7 @@ impl Engine {
             return Ok(0);
         }
         let mut st = node.state.write();
-        let result = Self::check_append(&handle, &st, opts).and_then(|()| {
+        let result = Self::check_append(&st, opts).and_then(|()| {
             self.write_locked(&mut st, node.ino, off, data, opts, |mode_changed| accepted(len32, mode_changed))
         });
         if result.is_err() && opts.from_page_cache {
@@ -354,8 +352,11 @@ impl Engine {
         if off_out >= MAX_FILE_SIZE {
             return Err(FsError::FileTooLarge);
         }
-        if dst.state.read().flags().immutable() {
-            return Err(FsError::NotPermitted); // `generic_copy_file_checks`
+        // `generic_copy_file_checks` refuses an immutable target, and an
+        // append-only one takes only appends (`check_append`), which a copy
+        // to an offset is not.
+        if dst.state.read().flags().fixed() {
+            return Err(FsError::NotPermitted);
         }
         let len = len.min(MAX_FILE_SIZE - off_out);
         if Arc::ptr_eq(&src, &dst) && off_in < off_out.saturating_add(len) && off_out < off_in.saturating_add(len) {
