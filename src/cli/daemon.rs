@@ -416,18 +416,23 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         // SAFETY: set is initialised; sig is a valid out pointer.
         unsafe { libc::sigwait(&set, &mut sig) };
         log::info!("signal {sig}: unmounting {}", signal_mp.display());
-        match unmount(&signal_mp) {
-            // Gone from the mount table: the exit below, if the mount is
-            // still busy, must not have our watcher unmount whatever is
-            // mounted there next.
-            Ok(()) => {
-                if let Some(pipe) = &watch_pipe {
-                    pipe.done_if_unmounted();
-                }
-            }
-            Err(e) => log::warn!("unmounting {} failed: {e}", signal_mp.display()),
+        if let Err(e) = unmount(&signal_mp) {
+            log::warn!("unmounting {} failed: {e}", signal_mp.display());
         }
+        // Once our mount has left the mount table, the exit below (if the
+        // mount is still busy) must not have our watcher unmount whatever
+        // is mounted there next. Asked whatever `unmount` said, and again
+        // before the exit: fusermount3 has been seen to report a failure
+        // ("entry not found in /etc/mtab") for a mount that was gone, and
+        // a user may unmount it meanwhile.
+        let leave_alone = || {
+            if let Some(pipe) = &watch_pipe {
+                pipe.done_if_unmounted();
+            }
+        };
+        leave_alone();
         std::thread::sleep(GRACE);
+        leave_alone();
         log::warn!("{} is still in use after unmounting; exiting (its users now get ENOTCONN)", signal_mp.display());
         std::process::exit(0);
     });
