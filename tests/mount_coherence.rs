@@ -3,9 +3,7 @@
 //! that has the old bytes cached, through read(2) or a shared mapping, sees
 //! what a write-only writer wrote as soon as the write returns.
 //! And a file's times after `msync(2)` of a shared mapping are the ones the
-//! writeback set, whatever `stat` calls ran alongside. A stream written in
-//! large writes through a read-write descriptor has the page cache it
-//! leaves behind dropped (`src/fuse/shed.rs`), and reads back intact.
+//! writeback set, whatever `stat` calls ran alongside.
 
 mod common;
 
@@ -86,58 +84,6 @@ impl Drop for StopOnDrop<'_> {
 /// `stat` after `msync(2)` shows the time the writeback set, also when the
 /// pages were written back by a sync elsewhere while a `stat` was on its
 /// way: the kernel must not keep that GETATTR's older answer in its cache.
-/// Bytes that differ from page to page and from run to run of the pattern.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-#[test]
-fn a_stream_through_a_read_write_descriptor_sheds_the_page_cache_behind_it() {
-    const MIB: usize = 1 << 20;
-    let Some(m) = Mount::new(&["--size", "160M"]) else { return };
-    let path = m.join("stream");
-    let data = pattern(40 * MIB, 7);
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-    for chunk in data.chunks(MIB) {
-        (&f).write_all(chunk).unwrap();
-    }
-    let map = Map::shared(&f, data.len());
-    // Shedding is asynchronous: wait for the first window to leave.
-    let first = 8 * MIB / 4096;
-    assert!(
-        common::mount::wait_until(std::time::Duration::from_secs(10), || map.resident()[..first].iter().all(|&r| !r)),
-        "the first 8 MiB are still cached: {} of {first} pages",
-        map.resident()[..first].iter().filter(|&&r| r).count()
-    );
-    let resident = map.resident();
-    assert!(resident[32 * MIB / 4096..].iter().all(|&r| r), "the window being written stays cached");
-    // Every byte reads back: through the descriptor, and through the mapping.
-    let mut back = vec![0u8; data.len()];
-    f.read_exact_at(&mut back, 0).unwrap();
-    assert!(back == data, "read(2) after shedding differs");
-    assert!(map.bytes(0..2 * MIB) == data[..2 * MIB], "the mapping differs");
-    assert!(map.bytes(30 * MIB..32 * MIB) == data[30 * MIB..32 * MIB], "the mapping differs");
-    // Small writes are left alone: their pages are the ones read back.
-    let small = m.join("pages");
-    let pages = pattern(12 * MIB, 11);
-    let g = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&small).unwrap();
-    for chunk in pages.chunks(64 * 1024) {
-        (&g).write_all(chunk).unwrap();
-    }
-    let gmap = Map::shared(&g, pages.len());
-    assert!(gmap.resident().iter().all(|&r| r), "a stream of 64 KiB writes keeps its page cache");
-    drop((map, gmap, f, g));
-    m.unmount();
-}
-
 #[test]
 fn mtime_after_msync_is_never_stale() {
     use std::os::unix::fs::MetadataExt;

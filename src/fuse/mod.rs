@@ -23,7 +23,6 @@ mod deferred;
 mod errno;
 pub mod mount;
 mod permit;
-mod shed;
 mod threads;
 
 use std::borrow::Borrow;
@@ -96,8 +95,6 @@ pub struct FuseFs {
     notifier: Arc<OnceLock<Notifier>>,
     /// Requests held back until a deleted node's memory comes back.
     deferred: Option<Deferred>,
-    /// Drops the page cache a streaming writer has left behind (`shed.rs`).
-    shed: Option<shed::Shedder>,
 }
 
 const GENERATION: Generation = Generation(0);
@@ -122,12 +119,6 @@ const COPY_PER_REQUEST: u64 = 4 << 20;
 /// range a direct write covers, so readers stay coherent.
 fn open_flags(flags: i32) -> FopenFlags {
     if flags & libc::O_ACCMODE == libc::O_WRONLY { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
-}
-
-/// Whether a descriptor opened with `flags` writes through the page cache
-/// ([`open_flags`]; `O_DIRECT` bypasses it too).
-fn page_cached(flags: i32) -> bool {
-    flags & libc::O_ACCMODE != libc::O_WRONLY && flags & libc::O_DIRECT == 0
 }
 
 /// The caller of `req`. Root's tasks are taken to hold `CAP_FSETID`, as
@@ -246,10 +237,6 @@ impl FuseFs {
             (!opts.delete_wait.is_zero()).then(|| Deferred::start(engine.clone(), opts.delete_wait)).and_then(|d| {
                 d.inspect_err(|e| log::warn!("no thread to hold requests back for deleted files' memory: {e}")).ok()
             });
-        let notifier = Arc::<OnceLock<Notifier>>::default();
-        let shed = shed::Shedder::start(notifier.clone())
-            .inspect_err(|e| log::warn!("no thread to shed the page cache behind writers: {e}"))
-            .ok();
         FuseFs {
             opts,
             requests: Requests::default(),
@@ -260,9 +247,8 @@ impl FuseFs {
                 .ok()
                 .flatten(),
             no_opendir: false,
-            notifier,
+            notifier: Arc::default(),
             deferred,
-            shed,
             engine,
         }
     }
@@ -779,11 +765,6 @@ impl Filesystem for FuseFs {
             // are invalidated, so it waits for the copy.
             let reply = Arc::new(Mutex::new(Some(reply)));
             let early = (!opts.from_page_cache).then(|| reply.clone());
-            // A large write through a page-cached descriptor: the pages it
-            // leaves behind are dropped once stored (`shed.rs`).
-            let shed = (!opts.from_page_cache && page_cached(flags.0) && data.len() as u64 >= shed::MIN_WRITE)
-                .then(|| self.shed.clone())
-                .flatten();
             self.allocating(
                 Allocating { op: "write", late: opts.from_page_cache },
                 data,
@@ -798,9 +779,6 @@ impl Filesystem for FuseFs {
                     })
                 },
                 move |r| {
-                    if let (Ok(n), Some(s)) = (&r, &shed) {
-                        s.after_write(i, offset, u64::from(*n));
-                    }
                     let Some(reply) = reply.lock().take() else {
                         return; // answered when accepted
                     };

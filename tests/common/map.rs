@@ -42,16 +42,6 @@ impl Map {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(at), data.len()) };
     }
 
-    /// Which of the mapping's pages are in the page cache (`mincore`: it
-    /// looks, it does not fault them in).
-    pub fn resident(&self) -> Vec<bool> {
-        let mut vec = vec![0u8; self.len.div_ceil(4096)];
-        // SAFETY: our mapping, and a vector of one byte per page of it.
-        let r = unsafe { libc::mincore(self.ptr.cast(), self.len, vec.as_mut_ptr()) };
-        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
-        vec.iter().map(|b| b & 1 == 1).collect()
-    }
-
     pub fn msync(&self) {
         // SAFETY: our mapping.
         assert_eq!(unsafe { libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC) }, 0);
