@@ -552,7 +552,7 @@ fn inode_flags_fix_entries_and_refusals_change_nothing() {
     let e = engine(Q, StoragePolicy::Auto);
     let flags = |bits| InodeFlags::from_bits(bits).unwrap();
     let d = e.mkdir(Ino::ROOT, b"d", 0o755, &ROOT).unwrap().ino;
-    let (a, _) = e.create(d, b"a", 0o644, rw(), &ROOT).unwrap();
+    let (a, afh) = e.create(d, b"a", 0o644, rw(), &ROOT).unwrap();
     let (b, _) = e.create(Ino::ROOT, b"b", 0o644, rw(), &ROOT).unwrap();
     let l = e.symlink(Ino::ROOT, b"l", b"b", &ROOT).unwrap().ino;
     assert_eq!(e.set_inode_flags(l, flags(InodeFlags::NODUMP), |_| Ok(())), Err(FsError::NotSupported));
@@ -560,6 +560,12 @@ fn inode_flags_fix_entries_and_refusals_change_nothing() {
 
     e.set_inode_flags(a.ino, flags(InodeFlags::APPEND), |_| Ok(())).unwrap();
     assert_eq!(e.getattr(a.ino).unwrap().flags, flags(InodeFlags::APPEND));
+    // Only appends: page-cache writeback is refused, and is no space refusal.
+    let writeback = WriteOptions { from_page_cache: true, ..WriteOptions::default() };
+    assert_eq!(e.write(afh, 0, b"x", writeback), Err(FsError::NotPermitted));
+    assert_eq!(e.write(afh, 0, b"x", WriteOptions { appending: true, ..WriteOptions::default() }), Ok(1));
+    let refusals = e.stats().refusals;
+    assert_eq!((refusals.quota, refusals.late), (0, 0), "{refusals:?}");
     let exchange = e.rename(d, b"a", Ino::ROOT, b"b", RenameMode::Exchange);
     assert_eq!(exchange, Err(FsError::NotPermitted), "the fixed side of an exchange");
     let other_way = e.rename(Ino::ROOT, b"b", d, b"a", RenameMode::Exchange);

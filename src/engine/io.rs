@@ -225,7 +225,9 @@ impl Engine {
         let result = Self::check_append(&st, opts).and_then(|()| {
             self.write_locked(&mut st, node.ino, off, data, opts, |mode_changed| accepted(len32, mode_changed))
         });
-        if result.is_err() && opts.from_page_cache {
+        // Late refusals are counted among the space refusals; an append-only
+        // file's refused writeback (EPERM) is not one.
+        if opts.from_page_cache && matches!(result, Err(FsError::NoSpace(_))) {
             self.late_refusal();
         }
         result.map(|()| len32)
