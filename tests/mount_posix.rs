@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::creds::{CAP_LINUX_IMMUTABLE, CAP_SYS_ADMIN, as_fs_user, without_caps};
+use common::creds::{CAP_FSETID, CAP_LINUX_IMMUTABLE, CAP_SYS_ADMIN, as_fs_user, without_caps};
 use common::map::Map;
 use common::mount::{BIN, Mount};
 
@@ -810,7 +810,7 @@ fn current_umask() -> u32 {
 /// operation, done by another user (fs uid and gid 2000, no supplementary
 /// groups, so none of the capabilities that exempt from it), by a member of
 /// the file's group, or by root.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PrivOp {
     Write,
     /// A write through a read-write descriptor (through the page cache,
@@ -823,6 +823,8 @@ enum PrivOp {
     Fallocate,
     CopyFileRange,
     ChownNoChange,
+    /// `fchown(fd, -1, 2000)` by root without `CAP_FSETID`.
+    ChownGroupNoFsetid,
 }
 
 /// Set-user-ID and set-group-ID are cleared where Linux clears them: on a
@@ -836,7 +838,7 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
     let src = fs.path("src");
     std::fs::write(&src, vec![b'q'; 100]).unwrap();
     let f = fs.path("f");
-    let cases: [(PrivOp, u32, u32, Option<u32>); 10] = [
+    let cases: [(PrivOp, u32, u32, Option<u32>); 12] = [
         // (operation, mode, file group, fs gid of the caller; None: root)
         (PrivOp::Write, 0o2767, 1000, Some(2000)),
         (PrivOp::Write, 0o2767, 2000, Some(2000)),
@@ -848,6 +850,11 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
         (PrivOp::CopyFileRange, 0o6777, 1000, Some(2000)),
         (PrivOp::ChownNoChange, 0o6755, 0, None),
         (PrivOp::ChownNoChange, 0o2745, 0, None),
+        // Clearing set-user-ID makes a chown a mode change, which keeps a
+        // set-group-ID bit only for a member of the new group; without a
+        // set-user-ID bit, the group the file had decides.
+        (PrivOp::ChownGroupNoFsetid, 0o6745, 0, None),
+        (PrivOp::ChownGroupNoFsetid, 0o2745, 0, None),
     ];
     for (op, mode, group, caller_gid) in cases {
         let _ = std::fs::remove_file(&f);
@@ -868,8 +875,21 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
                     libc::setfsgid(gid);
                     libc::setfsuid(2000);
                 }
+                if op == PrivOp::ChownGroupNoFsetid {
+                    // A version 3 header (pid 0: this process, single-threaded
+                    // after the fork) and (effective, permitted, inheritable) x 2.
+                    let mut header: [u32; 2] = [0x2008_0522, 0];
+                    let mut data = [0u32; 6];
+                    if libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) != 0 {
+                        return child_errno();
+                    }
+                    data[0] &= !(1 << CAP_FSETID);
+                    if libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) != 0 {
+                        return child_errno();
+                    }
+                }
                 let flags = match op {
-                    PrivOp::ChownNoChange => libc::O_RDONLY,
+                    PrivOp::ChownNoChange | PrivOp::ChownGroupNoFsetid => libc::O_RDONLY,
                     PrivOp::ReadWrite => libc::O_RDWR,
                     _ => libc::O_WRONLY,
                 };
@@ -886,6 +906,7 @@ fn privilege_bits_cleared(fs: &Fs) -> Transcript {
                         libc::copy_file_range(sfd, std::ptr::null_mut(), fd, std::ptr::null_mut(), 10, 0) as i64
                     }
                     PrivOp::ChownNoChange => i64::from(libc::fchown(fd, u32::MAX, u32::MAX)),
+                    PrivOp::ChownGroupNoFsetid => i64::from(libc::fchown(fd, u32::MAX, 2000)),
                 };
                 if r < 0 { child_errno() } else { 0 }
             }

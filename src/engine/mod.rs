@@ -398,11 +398,18 @@ impl Engine {
             st.xattrs.chmod_acl(mode);
         }
         if set.uid.is_some() || set.gid.is_some() {
-            // Judged against the group the file had.
-            let keep = st.may_keep_sgid(caller);
+            // Judged against the group the file had (`setattr_should_drop_sgid`).
+            let mut keep = st.may_keep_sgid(caller);
             st.meta.uid = set.uid.unwrap_or(st.meta.uid);
             st.meta.gid = set.gid.unwrap_or(st.meta.gid);
             if !node.is_dir() {
+                // Clearing set-user-ID makes the chown a mode change too,
+                // and a mode change keeps set-group-ID only for a member of
+                // the file's new group or a holder of CAP_FSETID
+                // (`setattr_prepare`).
+                if u32::from(st.meta.perm) & libc::S_ISUID != 0 {
+                    keep &= st.may_keep_sgid(caller);
+                }
                 st.meta.kill_suidgid(keep);
                 self.kill_capability(&mut st);
             }
