@@ -212,8 +212,8 @@ pub fn check_setattr(attr: &Attr, set: &mut SetAttr, who: &impl Credentials) -> 
 /// `fallocate(2)` or `copy_file_range(2)` (`file_remove_privs`, which
 /// needs no ownership). The two cannot be told apart; an empty SETATTR is
 /// therefore granted to the owner, to `CAP_FOWNER`, and to a caller who
-/// may write the file (who could clear the bits by writing anyway), and
-/// refused to anyone else.
+/// may write a regular file (who could clear the bits by writing anyway;
+/// writing a FIFO or a device clears nothing), and refused to anyone else.
 pub fn check_chown_clears(attr: &Attr, set: &SetAttr, who: &impl Credentials) -> Result<()> {
     let empty = set.is_empty();
     if !(empty || set.uid.is_some() || set.gid.is_some()) || attr.kind == FileKind::Directory {
@@ -228,7 +228,7 @@ pub fn check_chown_clears(attr: &Attr, set: &SetAttr, who: &impl Credentials) ->
     if !clears || who.uid() == attr.uid || who.capable(Capability::Fowner) {
         return Ok(());
     }
-    if empty && check(attr, who, WRITE).is_ok() {
+    if empty && attr.kind == FileKind::RegularFile && check(attr, who, WRITE).is_ok() {
         return Ok(());
     }
     Err(FsError::NotPermitted)
@@ -450,6 +450,9 @@ mod tests {
             assert_eq!(check_chown_clears(&f, &SetAttr::default(), &BOB), Ok(()), "the owner");
             assert_eq!(check_chown_clears(&f, &SetAttr::default(), &ROOT), Ok(()), "CAP_FOWNER");
             assert_eq!(check_chown_clears(&file(perm | 0o002, 1001, 1001), &SetAttr::default(), &ALICE), Ok(()));
+            // Writing a FIFO clears nothing: its writers get no exemption.
+            let fifo = Attr { kind: FileKind::NamedPipe, ..file(perm | 0o002, 1001, 1001) };
+            assert_eq!(check_chown_clears(&fifo, &SetAttr::default(), &ALICE), Err(FsError::NotPermitted), "{perm:o}");
         }
         let member_keeps = file(0o2745, 1001, 1000);
         assert_eq!(check_chown_clears(&member_keeps, &SetAttr::default(), &ALICE), Ok(()), "nothing cleared");
