@@ -87,6 +87,15 @@ r getfacl -n dir2/*
 r setfacl -k dir
 r touch dir/after-k
 r getfacl -n dir/after-k
+r touch sgr; chown 65534:100 sgr; chmod 2664 sgr
+r setfacl -m u:1:rw sgr
+r as_nobody setfattr -x system.posix_acl_access sgr
+r stat -c '%A' sgr
+r getfacl -n sgr
+r touch sgm; chown 65534:100 sgm; chmod 2664 sgm
+r setfacl -m u:1:rw sgm
+r setfattr -x system.posix_acl_access sgm
+r stat -c '%A' sgm
 "#;
 
 fn run_session(root: &std::path::Path) -> String {

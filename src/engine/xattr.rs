@@ -357,6 +357,15 @@ impl super::Engine {
     /// Removes the attribute `name` of `ino`. Removing an ACL that is not
     /// there succeeds, as on Linux's own filesystems; the mode stays.
     pub fn removexattr(&self, ino: super::Ino, name: &[u8]) -> Result<()> {
+        self.removexattr_by(ino, name, |_| true)
+    }
+
+    /// Removes the attribute `name` of `ino`. Removing the access ACL (of
+    /// an engine made with `posix_acl`) leaves the permission bits as they
+    /// are but clears the set-group-ID bit unless `keeps_sgid(gid)` says the
+    /// caller is in the file's group `gid` or holds `CAP_FSETID`, as tmpfs
+    /// does (`simple_set_acl` with no ACL; ext4 keeps the bit).
+    pub fn removexattr_by(&self, ino: super::Ino, name: &[u8], keeps_sgid: impl FnOnce(u32) -> bool) -> Result<()> {
         check_name(name, self.cfg.posix_acl)?;
         let node = self.node(ino)?;
         let mut st = node.state.write();
@@ -369,6 +378,13 @@ impl super::Engine {
             r => {
                 r?;
             }
+        }
+        if self.cfg.posix_acl
+            && name == acl::ACCESS
+            && u32::from(st.meta.perm) & libc::S_ISGID != 0
+            && !keeps_sgid(st.meta.gid)
+        {
+            st.meta.perm &= !(libc::S_ISGID as u16);
         }
         st.meta.ctime = super::Timestamp::now();
         Ok(())

@@ -872,9 +872,12 @@ impl Filesystem for FuseFs {
             if ino(i) == Ino::ROOT && bytes(name) == STATS_XATTR {
                 return reply.error(Errno::EPERM);
             }
+            // Removing an access ACL clears set-group-ID as setting one does.
+            let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
+            let keeps_sgid = |gid| who.in_group(gid) || who.capable(Capability::Fsetid);
             let r = self
                 .permit_xattr(req, ino(i), bytes(name), WRITE)
-                .and_then(|()| self.engine.removexattr(ino(i), bytes(name)));
+                .and_then(|()| self.engine.removexattr_by(ino(i), bytes(name), keeps_sgid));
             Self::reply_empty(reply, "removexattr", r);
         });
     }
