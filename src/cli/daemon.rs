@@ -399,7 +399,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         Err(e) => return fail(&mut notify, format!("mounting on {} failed: {e}", mp.display())),
     };
     let auto_unmount = mounted.auto_unmount();
-    let device = crate::fuse::mount::mount_device(&mp);
+    let ours = crate::fuse::mount::MountId::of(&mp);
     drop(plan.mount_lock.take());
     let fs = FuseFs::new(engine.clone(), plan.adapter.clone());
     let (session, watcher) = match mounted.start(fs, plan.threads) {
@@ -493,12 +493,7 @@ fn serve(engine: Arc<Engine>, plan: &mut Plan, mut notify: Option<File>) -> Resu
         // an unmounted filesystem with ECONNABORTED rather than ENODEV
         // (which fuser alone treats as the end). Once our mount is gone that
         // is a normal end; while it is still mounted it is a real abort.
-        Err(e)
-            if e.raw_os_error() == Some(libc::ECONNABORTED)
-                && !device.as_deref().is_some_and(crate::fuse::mount::device_mounted) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) && !ours.still_mounted() => Ok(()),
         other => other,
     };
     drop(watcher);

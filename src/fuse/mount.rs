@@ -85,8 +85,8 @@ enum Watch {
 #[derive(Clone)]
 pub struct WatchPipe {
     pipe: std::sync::Arc<Mutex<Option<ChildStdin>>>,
-    /// The watched mount's device (`major:minor`), if it could be read.
-    device: Option<String>,
+    /// The watched mount.
+    mount: MountId,
 }
 
 impl WatchPipe {
@@ -96,7 +96,7 @@ impl WatchPipe {
     /// that a daemon that ends without unmounting (an abort, a panic, a
     /// kill) leaves no dead mount behind.
     pub fn done_if_unmounted(&self) {
-        if self.device.as_deref().is_some_and(device_mounted) {
+        if self.mount.still_mounted() {
             return;
         }
         let mut pipe = self.pipe.lock();
@@ -179,6 +179,79 @@ pub fn mount_fstype(path: &Path) -> Option<String> {
 pub fn device_mounted(device: &str) -> bool {
     let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
     info.split(|&b| b == b'\n').any(|line| line.split(|&b| b == b' ').nth(2) == Some(device.as_bytes()))
+}
+
+/// Which mount is ours, to tell later whether it is still there. The
+/// kernel's unique mount id (Linux 6.8+) is never reused; the device number
+/// and the mountinfo id are, at once: three mounts in a row on one path all
+/// got `0:39` and id 42. So where the kernel gives a unique id, a new mount
+/// made on the same path after ours went away is never taken for ours
+/// (it was, now and then: the new mount's daemon then lost its mount to
+/// our watcher, `tests/mount_reliability.rs`); elsewhere the device
+/// number decides.
+#[derive(Clone, Debug)]
+pub struct MountId {
+    unique: Option<u64>,
+    device: Option<String>,
+}
+
+/// `statx(2)`'s mask bit for the unique mount id (Linux 6.8).
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+/// `statmount(2)` (Linux 6.8), the same number on every architecture.
+const SYS_STATMOUNT: libc::c_long = 457;
+/// `statmount(2)`'s request for the superblock's basic fields.
+const STATMOUNT_SB_BASIC: u64 = 0x1;
+
+impl MountId {
+    /// The mount at `path`, just mounted (asks nothing of the filesystem:
+    /// its session may not have started).
+    pub fn of(path: &Path) -> MountId {
+        MountId { unique: unique_mount_id(path), device: mount_device(path) }
+    }
+
+    /// Whether this mount is still in our mount namespace.
+    pub fn still_mounted(&self) -> bool {
+        if let Some(listed) = self.unique.and_then(mount_listed) {
+            return listed;
+        }
+        self.device.as_deref().is_some_and(device_mounted)
+    }
+}
+
+/// The unique id of the mount at `path`, where the kernel has them.
+fn unique_mount_id(path: &Path) -> Option<u64> {
+    let c = cstring(path).ok()?;
+    // SAFETY: an all-zero statx is a valid value to fill.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // Cached attributes only: no request reaches a session not yet running.
+    let flags = libc::AT_STATX_DONT_SYNC | libc::AT_NO_AUTOMOUNT;
+    // SAFETY: valid path and out pointer.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), flags, STATX_MNT_ID_UNIQUE, &mut stx) };
+    (r == 0 && stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
+}
+
+/// Whether the mount with unique id `id` exists (`statmount(2)`), or
+/// `None` where the kernel cannot say.
+fn mount_listed(id: u64) -> Option<bool> {
+    /// `struct mnt_id_req`, version 0.
+    #[repr(C)]
+    struct MntIdReq {
+        size: u32,
+        spare: u32,
+        mnt_id: u64,
+        param: u64,
+    }
+    // `param` is what to report: the superblock's basic fields, the least.
+    let req =
+        MntIdReq { size: std::mem::size_of::<MntIdReq>() as u32, spare: 0, mnt_id: id, param: STATMOUNT_SB_BASIC };
+    let mut buf = [0u64; 64];
+    // SAFETY: a request of the size it states and a buffer of the size given.
+    let r = unsafe { libc::syscall(SYS_STATMOUNT, &req, buf.as_mut_ptr(), std::mem::size_of_val(&buf), 0) };
+    match r {
+        0 => Some(true),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) => Some(false),
+        _ => None,
+    }
 }
 
 /// Sets the kernel's readahead window for the mount at `path`, in KiB.
@@ -349,7 +422,7 @@ fn watch(helper: &Path, mountpoint: &Path) -> io::Result<Watch> {
     }
     let mut child = cmd.spawn()?;
     let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no pipe to the watcher"))?;
-    let pipe = WatchPipe { pipe: std::sync::Arc::new(Mutex::new(Some(stdin))), device: mount_device(mountpoint) };
+    let pipe = WatchPipe { pipe: std::sync::Arc::new(Mutex::new(Some(stdin))), mount: MountId::of(mountpoint) };
     Ok(Watch::Own(pipe, child))
 }
 
@@ -480,6 +553,72 @@ impl Drop for Watcher {
                 let _ = child.wait();
             }
             None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unique-id path works where the kernel has it (Linux 6.8+; this
+    /// machine's 6.18): a live mount is found, an id no mount has is not.
+    #[test]
+    fn a_unique_mount_id_tells_a_live_mount_from_a_gone_one() {
+        let Some(id) = unique_mount_id(Path::new("/proc")) else {
+            // An older kernel: the device number decides.
+            assert!(MountId::of(Path::new("/proc")).still_mounted());
+            return;
+        };
+        assert_eq!(mount_listed(id), Some(true));
+        assert_eq!(mount_listed(u64::MAX - 1), Some(false));
+        assert!(MountId::of(Path::new("/proc")).still_mounted());
+        let gone = MountId { unique: Some(u64::MAX - 1), device: mount_device(Path::new("/proc")) };
+        assert!(!gone.still_mounted(), "the unique id decides, not the (reusable) device number");
+    }
+
+    /// A mount made where ours was, after ours went, is not ours, though it
+    /// may well get our device number (what let a dead daemon's watcher
+    /// unmount its successor's mount). Needs root to mount a tmpfs.
+    #[test]
+    fn the_next_mount_on_our_path_is_not_ours() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI runs the tests as root");
+            return;
+        }
+        /// Unmounts (lazily, whatever is left) and removes the directory,
+        /// on every path out of the test.
+        struct Dir(PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                for _ in 0..3 {
+                    if !is_mounted(&self.0) {
+                        break;
+                    }
+                    let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+                }
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let dir = Dir(std::env::temp_dir().join(format!("scratchfs-mountid-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let run = |args: &[&str]| {
+            let ok = Command::new(args[0]).args(&args[1..]).arg(&dir.0).status().is_ok_and(|s| s.success());
+            assert!(ok, "{args:?} {}", dir.0.display());
+        };
+        let tmpfs = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs"];
+        run(&tmpfs);
+        let ours = MountId::of(&dir.0);
+        assert!(ours.still_mounted());
+        run(&["umount"]);
+        assert!(!ours.still_mounted());
+        run(&tmpfs);
+        let reused = ours.device.is_some() && mount_device(&dir.0) == ours.device;
+        let ours_again = ours.still_mounted();
+        drop(dir);
+        if ours.unique.is_some() {
+            assert!(!ours_again, "the next mount (device reused: {reused}) was taken for ours");
         }
     }
 }
