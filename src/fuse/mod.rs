@@ -825,11 +825,8 @@ impl Filesystem for FuseFs {
             }
             let (i, name) = (ino(i), bytes(name).to_vec());
             // Setting an access ACL clears the set-group-ID bit unless the
-            // caller is in the file's group or holds CAP_FSETID; the kernel
-            // would tell us only through FUSE_SETXATTR_EXT, which fuser
-            // 0.18 does not parse.
-            let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
-            let keeps_sgid = move |gid| who.in_group(gid) || who.capable(Capability::Fsetid);
+            // caller keeps it.
+            let keeps_sgid = permit::keeps_sgid(req);
             self.allocating(
                 "setxattr",
                 value,
@@ -873,8 +870,7 @@ impl Filesystem for FuseFs {
                 return reply.error(Errno::EPERM);
             }
             // Removing an access ACL clears set-group-ID as setting one does.
-            let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
-            let keeps_sgid = |gid| who.in_group(gid) || who.capable(Capability::Fsetid);
+            let keeps_sgid = permit::keeps_sgid(req);
             let r = self
                 .permit_xattr(req, ino(i), bytes(name), WRITE)
                 .and_then(|()| self.engine.removexattr_by(ino(i), bytes(name), keeps_sgid));

@@ -164,7 +164,7 @@ fn mount_entry(path: &Path) -> Option<(String, String)> {
 }
 
 /// The device (`major:minor`) of the mount at `path`.
-pub fn mount_device(path: &Path) -> Option<String> {
+fn mount_device(path: &Path) -> Option<String> {
     mount_entry(path).map(|(device, _)| device)
 }
 
@@ -176,7 +176,7 @@ pub fn mount_fstype(path: &Path) -> Option<String> {
 
 /// Whether a mount of the device `major:minor` is still listed in
 /// /proc/self/mountinfo (no path lookup: it works on a dead FUSE mount).
-pub fn device_mounted(device: &str) -> bool {
+fn device_mounted(device: &str) -> bool {
     let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
     info.split(|&b| b == b'\n').any(|line| line.split(|&b| b == b' ').nth(2) == Some(device.as_bytes()))
 }

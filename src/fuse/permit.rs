@@ -24,6 +24,16 @@ pub(super) fn caller_of(req: &Request, a: Option<&Attr>) -> Caller {
     who
 }
 
+/// Whether the caller of `req` keeps a file's set-group-ID bit when it sets
+/// or removes the file's access ACL: as a member of the file's group `gid`
+/// (supplementary groups included) or a holder of `CAP_FSETID`. The kernel
+/// would tell us only through `FUSE_SETXATTR_EXT`, which fuser 0.18 does
+/// not parse, and never for a removal.
+pub(super) fn keeps_sgid(req: &Request) -> impl Fn(u32) -> bool + Send + 'static {
+    let who = RequestCreds::new(req.uid(), req.gid(), req.pid());
+    move |gid| who.in_group(gid) || who.capable(Capability::Fsetid)
+}
+
 impl FuseFs {
     /// The caller's credentials, where this adapter checks permissions.
     pub(super) fn creds(&self, req: &Request) -> Option<RequestCreds> {
